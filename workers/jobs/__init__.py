@@ -1,0 +1,1 @@
+"""Job handlers, one module per worker kind: ``warm_up()`` (optional) and ``run(ctx, request)``."""

@@ -1,0 +1,98 @@
+"""The image worker's jobs: text-to-image here; layered brush requests go to ``workers.brushes``."""
+
+from __future__ import annotations
+
+import time
+
+from workers.context import JobContext, MemoryTier
+from workers.outputs import output_path, request_parameters, save_png, write_sidecar
+from workers.protocol import ImageRequest
+
+# SD 1.x latent -> RGB, a linear fit used by several SD front ends for free step previews.
+LATENT_RGB_FACTORS = (
+    (0.298, 0.207, 0.208),
+    (0.187, 0.286, 0.173),
+    (-0.158, 0.189, 0.264),
+    (-0.184, -0.271, -0.473),
+)
+ACTIVATION_BYTES_PER_PIXEL = 4 * 1024  # rough SD-UNet activation cost per output pixel at fp16
+
+
+def warm_up() -> None:
+    """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello."""
+    import diffusers  # noqa: F401
+    import torch  # noqa: F401
+
+
+def run(ctx: JobContext, request) -> None:
+    if not isinstance(request, ImageRequest):
+        from workers.brushes.job import run as run_brush
+
+        run_brush(ctx, request)
+        return
+    text_to_image(ctx, request)
+
+
+def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
+    import torch
+
+    from workers.devices import compute_device
+
+    path = output_path(request.out_path, ctx.job_id, ".png")
+    ctx.status(f"loading {request.model}")
+    pipe = ctx.cache.get_or_load(f"sd:{request.model}", lambda: _load(request.model))
+    device = compute_device()
+    ctx.lease_memory(f"sd:{request.model}", _tiers(pipe, request, device), on_release=lambda: pipe.to("cpu"))
+
+    def on_step_end(pipeline, step, timestep, kwargs):
+        ctx.step(step + 1, request.steps, preview=latent_preview(kwargs["latents"]))
+        return kwargs
+
+    start = time.perf_counter()
+    generator = torch.Generator("cpu").manual_seed(request.seed)
+    image = pipe(request.prompt, negative_prompt=request.negative_prompt or None, width=request.width,
+                 height=request.height, num_inference_steps=request.steps, guidance_scale=request.guidance,
+                 generator=generator, callback_on_step_end=on_step_end,
+                 callback_on_step_end_tensor_inputs=["latents"]).images[0]
+    elapsed = time.perf_counter() - start
+    params = request_parameters(request, sampler=type(pipe.scheduler).__name__, seconds=round(elapsed, 3))
+    save_png(image, path, params)
+    write_sidecar(path, params)
+    ctx.metric("seconds", elapsed)
+    ctx.output(str(path), "image/png")
+
+
+def _load(model: str):
+    from models.image import load_image_pipeline
+
+    return load_image_pipeline(model)
+
+
+def _tiers(pipe, request: ImageRequest, device: str) -> list[MemoryTier]:
+    weights = sum(p.numel() * p.element_size() for m in pipe.components.values()
+                  if hasattr(m, "parameters") for p in m.parameters())
+    activations = request.width * request.height * ACTIVATION_BYTES_PER_PIXEL
+    unet = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
+    return [
+        MemoryTier(name="resident", bytes=weights + activations, est_step_s=0.05, apply=lambda: pipe.to(device)),
+        MemoryTier(name="offloaded", bytes=unet + activations, est_step_s=0.2,
+                   apply=lambda: _offload(pipe, device)),
+    ]
+
+
+def _offload(pipe, device: str) -> None:
+    """Only the UNet stays on the device; text encoder and VAE move in when used."""
+    if device == "cpu":
+        return
+    pipe.enable_model_cpu_offload(device=device)
+
+
+def latent_preview(latents):
+    """A cheap RGB preview of SD latents (no VAE decode), as a PIL image."""
+    import torch
+    from PIL import Image
+
+    factors = torch.tensor(LATENT_RGB_FACTORS, dtype=latents.dtype, device=latents.device)
+    rgb = torch.einsum("chw,cr->hwr", latents[0].float(), factors.float())
+    rgb = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return Image.fromarray(rgb).resize((rgb.shape[1] * 8, rgb.shape[0] * 8), Image.NEAREST)

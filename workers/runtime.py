@@ -1,0 +1,249 @@
+"""The worker process: one job at a time, models kept warm, every step cancellable.
+
+The supervisor starts ``worker_main`` with the spawn start method. A reader thread turns
+incoming bytes into commands (a ``Cancel`` sets the running job's token at once); the main
+thread runs jobs. Errors are caught once, here at the job boundary, and become ``Failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from workers.codec import MalformedMessage, decode, encode
+from workers.context import CancelToken, HeldLease, JobContext, MemoryTier
+from workers.errors import ErrorKind, HearthError, JobCancelled
+from workers.protocol import Cancel, Cancelled, Failed, Finished, Hello, Shutdown, Started, Submit, WorkerKind
+
+IDLE_POLL_S = 0.2
+
+
+def worker_main(kind: str, conn: Any) -> None:
+    """Entry point of a worker process (must live in an importable module for spawn)."""
+    _die_with_parent()
+    runtime = WorkerRuntime(WorkerKind(kind), conn)
+    runtime.serve()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill us if the GUI dies, even by SIGKILL: no orphan holding VRAM."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class WarmCache:
+    """Loaded models kept between jobs, least recently used first out."""
+
+    def __init__(self, capacity: int = 2) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Any] = OrderedDict()
+
+    def get_or_load(self, key: str, load: Callable[[], Any]) -> Any:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = load()
+        self._items[key] = value
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value
+
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+
+class WorkerRuntime:
+    def __init__(self, kind: WorkerKind, conn: Any) -> None:
+        self.kind = kind
+        self.conn = conn
+        self.cache = WarmCache()
+        self.leases: dict[str, HeldLease] = {}
+        self._send_lock = threading.Lock()
+        self._submits: queue.Queue[Submit | None] = queue.Queue()
+        self._current: tuple[str, CancelToken] | None = None
+        self._cancelled_early: set[str] = set()
+        self._arbiter = None
+        self.handler = importlib.import_module(f"workers.jobs.{kind.value}")
+
+    # -- wire -----------------------------------------------------------------------------
+
+    def send(self, event: Any) -> None:
+        data = encode(event)
+        with self._send_lock:
+            try:
+                self.conn.send_bytes(data)
+            except (BrokenPipeError, OSError):
+                os._exit(0)  # the supervisor is gone; nobody is left to report to
+
+    def _read_commands(self) -> None:
+        while True:
+            try:
+                command = decode(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                os._exit(0)
+            except MalformedMessage:
+                continue
+            match command:
+                case Submit():
+                    self._submits.put(command)
+                case Cancel(job_id=job_id):
+                    current = self._current
+                    if current and current[0] == job_id:
+                        current[1].set()
+                    else:
+                        self._cancelled_early.add(job_id)
+                case Shutdown():
+                    self._submits.put(None)
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        threading.Thread(target=self._read_commands, name="commands", daemon=True).start()
+        warm_up = getattr(self.handler, "warm_up", None)
+        if warm_up:
+            warm_up()
+        self.send(Hello(kind=self.kind, pid=os.getpid()))
+        while True:
+            try:
+                submit = self._submits.get(timeout=IDLE_POLL_S)
+            except queue.Empty:
+                self._honour_idle_revokes()
+                continue
+            if submit is None:
+                break
+            self.run_job(submit)
+        self._release_all()
+
+    def run_job(self, submit: Submit) -> None:
+        token = CancelToken()
+        if submit.job_id in self._cancelled_early:
+            token.set()
+        self._current = (submit.job_id, token)
+        ctx = JobContext(job_id=submit.job_id, priority=submit.priority, send=self.send,
+                         cancel_token=token, runtime=self)
+        start = time.perf_counter()
+        self.send(Started(job_id=submit.job_id))
+        try:
+            submit.request.validate()
+            ctx.check_cancelled()
+            self.handler.run(ctx, submit.request)
+            ctx.check_cancelled()
+            end = Finished(job_id=submit.job_id, elapsed_s=time.perf_counter() - start, metrics=tuple(ctx.metrics))
+        except JobCancelled as exc:
+            end = Cancelled(job_id=submit.job_id, at_step=exc.at_step)
+        except HearthError as exc:
+            end = Failed(job_id=submit.job_id, kind=exc.kind, message=str(exc), traceback=traceback.format_exc())
+        except Exception as exc:  # noqa: BLE001 - the one place every error becomes an event
+            end = _failure_from(submit.job_id, exc)
+        finally:
+            self._current = None
+            self._mark_leases_idle()
+        self.send(end)
+
+    # -- memory leases --------------------------------------------------------------------
+
+    @property
+    def arbiter(self):
+        if self._arbiter is None:
+            from workers.arbiter.client import ArbiterClient
+
+            self._arbiter = ArbiterClient(owner=f"{self.kind.value}-worker")
+        return self._arbiter
+
+    def lease_memory(self, ctx: JobContext, key: str, tiers: list[MemoryTier],
+                     on_release: Callable[[], None]) -> MemoryTier:
+        held = self.leases.get(key)
+        if held is not None:
+            held.lease.set_idle(False)
+            return _tier_named(held.tiers, held.lease.tier)
+        lease = self._acquire(ctx, key, tiers)
+        self.leases[key] = HeldLease(lease=lease, tiers=tiers, priority=ctx.priority, job=key, on_release=on_release)
+        tier = _tier_named(tiers, lease.tier)
+        tier.apply()
+        return tier
+
+    def _acquire(self, ctx: JobContext, key: str, tiers: list[MemoryTier]):
+        from workers.arbiter.messages import Tier
+
+        wire_tiers = [Tier(name=t.name, bytes=int(t.bytes), est_step_s=float(t.est_step_s)) for t in tiers]
+        return self.arbiter.acquire(job=f"{self.kind.value}:{key}", priority=ctx.priority, tiers=wire_tiers,
+                                    cancelled=ctx.cancel_token.is_set, on_wait=ctx.status)
+
+    def honour_revokes(self, ctx: JobContext) -> None:
+        """At a step boundary: shrink to the tier the arbiter asks for, or pause until memory returns."""
+        for key, held in list(self.leases.items()):
+            revoke = held.lease.revoke_requested()
+            if revoke is None:
+                continue
+            leaner = [t for t in held.tiers if t.bytes <= revoke.target_bytes]
+            if leaner:
+                leaner[0].apply()
+                held.lease.done_revoke(leaner[0].bytes, leaner[0].name)
+                ctx.status(f"memory reduced: running {leaner[0].name} ({revoke.reason})")
+                continue
+            held.on_release()
+            held.lease.done_revoke(0, "released")
+            del self.leases[key]
+            ctx.status(f"paused: {revoke.reason}")
+            lease = self._acquire(ctx, key, held.tiers)
+            self.leases[key] = HeldLease(lease=lease, tiers=held.tiers, priority=held.priority, job=key,
+                                         on_release=held.on_release)
+            _tier_named(held.tiers, lease.tier).apply()
+            ctx.status(f"resumed on {lease.tier}")
+
+    def _honour_idle_revokes(self) -> None:
+        for key, held in list(self.leases.items()):
+            if held.lease.revoke_requested() is not None:
+                held.on_release()
+                self.cache.drop(key)
+                held.lease.done_revoke(0, "released")
+                del self.leases[key]
+
+    def _mark_leases_idle(self) -> None:
+        for held in self.leases.values():
+            with contextlib.suppress(Exception):
+                held.lease.set_idle(True)
+
+    def _release_all(self) -> None:
+        for held in self.leases.values():
+            with contextlib.suppress(Exception):
+                held.lease.release()
+        self.leases.clear()
+        if self._arbiter is not None:
+            self._arbiter.close()
+
+
+def _tier_named(tiers: list[MemoryTier], name: str) -> MemoryTier:
+    for tier in tiers:
+        if tier.name == name:
+            return tier
+    return tiers[-1]
+
+
+def _failure_from(job_id: str, exc: Exception) -> Failed:
+    kind = ErrorKind.out_of_memory if _is_oom(exc) else ErrorKind.internal
+    message = f"{type(exc).__name__}: {exc}"
+    if kind is ErrorKind.out_of_memory:
+        message = f"ran out of device memory: {exc}"
+    return Failed(job_id=job_id, kind=kind, message=message, traceback=traceback.format_exc())
+
+
+def _is_oom(exc: Exception) -> bool:
+    torch = sys.modules.get("torch")
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch else None
+    return (oom is not None and isinstance(exc, oom)) or isinstance(exc, MemoryError)

@@ -1,0 +1,287 @@
+"""Spawns one worker process per kind, routes jobs to them, and notices a dead worker at once.
+
+Pure Python (no Qt, no torch): the GUI wraps it in ``app.bridge.Bridge``, the CLI drives it
+directly. Events reach listeners on the supervisor's monitor thread; a listener must hand them
+over to its own thread (Qt queued signals, a ``queue.Queue``) rather than block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+
+from workers.codec import MalformedMessage, decode, encode
+from workers.errors import BadInput, ErrorKind
+from workers.jobstore import JobStore
+from workers.paths import database_path
+from workers.protocol import (
+    Cancel,
+    Cancelled,
+    Failed,
+    Finished,
+    Hello,
+    JobRequest,
+    JobState,
+    Output,
+    Priority,
+    Queued,
+    Shutdown,
+    Started,
+    Submit,
+    WorkerKind,
+    WorkerState,
+    WorkerStatus,
+)
+
+log = logging.getLogger(__name__)
+Listener = Callable[[object], None]
+PRIORITY_ORDER = {Priority.interactive: 0, Priority.single_shot: 1, Priority.background: 2}
+MAX_QUICK_CRASHES = 3
+QUICK_CRASH_WINDOW_S = 30.0
+
+
+@dataclass
+class WorkerHandle:
+    kind: WorkerKind
+    process: mp.process.BaseProcess | None = None
+    conn: object = None
+    status: WorkerStatus = WorkerStatus.stopped
+    current: Submit | None = None
+    queue: deque[Submit] = field(default_factory=deque)
+    crash_times: list[float] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process and self.process.pid else 0
+
+
+class Supervisor:
+    """Owns the worker processes and the job queue of each kind."""
+
+    def __init__(self, kinds: Iterable[WorkerKind] = tuple(WorkerKind), store: JobStore | None = None,
+                 listener: Listener | None = None, restore_queue: bool = True) -> None:
+        self._kinds = tuple(WorkerKind(k) for k in kinds)
+        self._store = store or JobStore(database_path())
+        self._listeners: list[Listener] = [listener] if listener else []
+        self._restore_queue = restore_queue
+        self._workers = {kind: WorkerHandle(kind) for kind in self._kinds}
+        self._lock = threading.RLock()
+        self._stopping = False
+        self._monitor: threading.Thread | None = None
+        self._mp = mp.get_context("spawn")
+
+    # -- public API -----------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        """Spawn every worker (they import their libraries in the background) and re-queue old jobs."""
+        with self._lock:
+            for handle in self._workers.values():
+                self._spawn(handle)
+        self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._monitor.start()
+        if self._restore_queue:
+            for record in self._store.unfinished():
+                if record.request.kind in self._workers:
+                    self._enqueue(Submit(job_id=record.job_id, request=record.request, priority=record.priority))
+
+    def submit(self, request: JobRequest, priority: Priority | None = None) -> str:
+        """Validate and queue a job; returns its id. Raises BadInput naming what is wrong."""
+        request.validate()
+        if request.kind not in self._workers:
+            raise BadInput(f"no {request.kind} worker is running in this session")
+        submit = Submit(job_id=uuid.uuid4().hex[:12], request=request, priority=priority or request.default_priority)
+        self._store.add(submit.job_id, request, submit.priority)
+        self._enqueue(submit)
+        return submit.job_id
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued job at once, or a running one at its next step."""
+        with self._lock:
+            for handle in self._workers.values():
+                queued = next((s for s in handle.queue if s.job_id == job_id), None)
+                if queued is not None:
+                    handle.queue.remove(queued)
+                    self._finish(handle, Cancelled(job_id=job_id, at_step=-1))
+                    return
+                if handle.current and handle.current.job_id == job_id:
+                    self._send(handle, Cancel(job_id=job_id))
+                    return
+
+    def worker_states(self) -> dict[WorkerKind, WorkerState]:
+        with self._lock:
+            return {h.kind: WorkerState(kind=h.kind, status=h.status, pid=h.pid) for h in self._workers.values()}
+
+    def worker_pid(self, kind: WorkerKind) -> int:
+        return self._workers[WorkerKind(kind)].pid
+
+    def wait_ready(self, timeout: float = 60.0, kinds: Iterable[WorkerKind] | None = None) -> bool:
+        wanted = [WorkerKind(k) for k in (kinds or self._kinds)]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(self._workers[k].status in (WorkerStatus.ready, WorkerStatus.busy) for k in wanted):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Ask every worker to exit, then kill what is left: no orphan ever holds VRAM."""
+        with self._lock:
+            self._stopping = True
+            for handle in self._workers.values():
+                self._send(handle, Shutdown())
+        deadline = time.monotonic() + timeout
+        for handle in self._workers.values():
+            if handle.process is not None:
+                handle.process.join(max(0.0, deadline - time.monotonic()))
+                if handle.process.is_alive():
+                    handle.process.kill()
+                    handle.process.join(2)
+                handle.status = WorkerStatus.stopped
+        if self._monitor is not None:
+            self._monitor.join(2)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _spawn(self, handle: WorkerHandle) -> None:
+        from workers.runtime import worker_main
+
+        parent, child = self._mp.Pipe(duplex=True)
+        process = self._mp.Process(target=worker_main, args=(handle.kind.value, child),
+                                   name=f"hearth-{handle.kind.value}-worker", daemon=True)
+        process.start()
+        child.close()
+        handle.process, handle.conn, handle.status = process, parent, WorkerStatus.starting
+        self._emit(WorkerState(kind=handle.kind, status=handle.status, pid=handle.pid))
+
+    def _watch(self) -> None:
+        while not self._stopping:
+            with self._lock:
+                by_conn = {h.conn: h for h in self._workers.values() if h.conn is not None}
+                by_sentinel = {h.process.sentinel: h for h in self._workers.values() if h.process is not None}
+            ready = wait([*by_conn, *by_sentinel], timeout=0.25) if by_conn or by_sentinel else []
+            for item in ready:
+                if item in by_conn:
+                    self._drain(by_conn[item])
+            for item in ready:
+                if item in by_sentinel and not self._stopping:
+                    self._on_death(by_sentinel[item])
+
+    def _drain(self, handle: WorkerHandle) -> None:
+        conn = handle.conn
+        try:
+            while conn.poll():
+                self._on_event(handle, decode(conn.recv_bytes()))
+        except (EOFError, OSError):
+            pass  # the sentinel reports the death
+        except MalformedMessage as exc:
+            self._emit(WorkerState(kind=handle.kind, status=handle.status, pid=handle.pid, detail=str(exc)))
+
+    def _on_death(self, handle: WorkerHandle) -> None:
+        with self._lock:
+            if handle.process is None or handle.process.is_alive():
+                return
+            self._drain(handle)
+            code = handle.process.exitcode
+            handle.process, handle.conn = None, None
+            handle.status = WorkerStatus.crashed
+            if handle.current is not None:
+                message = (f"the {handle.kind.value} worker stopped unexpectedly (exit code {code}) "
+                           "during this job; it has been restarted")
+                self._finish(handle, Failed(job_id=handle.current.job_id, kind=ErrorKind.worker_crashed,
+                                            message=message))
+            now = time.monotonic()
+            handle.crash_times = [t for t in handle.crash_times if now - t < QUICK_CRASH_WINDOW_S] + [now]
+            if len(handle.crash_times) > MAX_QUICK_CRASHES:
+                self._give_up(handle, code)
+                return
+            self._spawn(handle)
+
+    def _give_up(self, handle: WorkerHandle, code: int | None) -> None:
+        detail = f"the {handle.kind.value} worker keeps crashing (exit code {code}); see the log"
+        self._emit(WorkerState(kind=handle.kind, status=WorkerStatus.crashed, detail=detail))
+        while handle.queue:
+            submit = handle.queue.popleft()
+            self._finish(handle, Failed(job_id=submit.job_id, kind=ErrorKind.worker_crashed, message=detail))
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def _enqueue(self, submit: Submit) -> None:
+        with self._lock:
+            handle = self._workers[submit.request.kind]
+            position = len(handle.queue)
+            for index, queued in enumerate(handle.queue):
+                if PRIORITY_ORDER[submit.priority] < PRIORITY_ORDER[queued.priority]:
+                    position = index
+                    break
+            handle.queue.insert(position, submit)
+            self._emit(Queued(job_id=submit.job_id, request=submit.request, priority=submit.priority))
+            self._dispatch(handle)
+
+    def _dispatch(self, handle: WorkerHandle) -> None:
+        if handle.status is not WorkerStatus.ready or handle.current is not None or not handle.queue:
+            return
+        handle.current = handle.queue.popleft()
+        handle.status = WorkerStatus.busy
+        self._send(handle, handle.current)
+
+    def _on_event(self, handle: WorkerHandle, event: object) -> None:
+        with self._lock:
+            match event:
+                case Hello():
+                    handle.status = WorkerStatus.ready
+                    self._emit(WorkerState(kind=handle.kind, status=handle.status, pid=event.pid))
+                    self._dispatch(handle)
+                case Started(job_id=job_id):
+                    self._store.set_state(job_id, JobState.running)
+                    self._emit(event)
+                case Output(job_id=job_id, path=path):
+                    self._store.add_output(job_id, path)
+                    self._emit(event)
+                case Finished() | Cancelled() | Failed():
+                    self._finish(handle, event)
+                case _:
+                    self._emit(event)
+
+    def _finish(self, handle: WorkerHandle, event: Finished | Cancelled | Failed) -> None:
+        match event:
+            case Finished():
+                self._store.set_state(event.job_id, JobState.finished)
+            case Cancelled():
+                self._store.set_state(event.job_id, JobState.cancelled)
+            case Failed():
+                self._store.set_state(event.job_id, JobState.failed, event.kind.value, event.message)
+        if handle.current is not None and handle.current.job_id == event.job_id:
+            handle.current = None
+            if handle.status is WorkerStatus.busy:
+                handle.status = WorkerStatus.ready
+        self._emit(event)
+        self._dispatch(handle)
+
+    def _send(self, handle: WorkerHandle, command: object) -> None:
+        if handle.conn is None:
+            return
+        with contextlib.suppress(OSError, BrokenPipeError):
+            handle.conn.send_bytes(encode(command))
+
+    def _emit(self, event: object) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - one broken listener must not stop the monitor thread
+                log.exception("supervisor listener failed on %s", type(event).__name__)
