@@ -1,0 +1,22 @@
+"""``hearth``: the window, or ``hearth run ...`` / ``hearth arbiter ...`` for headless use."""
+
+from __future__ import annotations
+
+import sys
+
+CLI_COMMANDS = ("run", "arbiter")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in CLI_COMMANDS:
+        from app.cli import main as cli_main
+
+        return cli_main(argv)
+    from app.main import main as gui_main
+
+    return gui_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
