@@ -210,7 +210,143 @@ class MusicRequest:
             _require_range("bpm", self.bpm, 20, 400)
 
 
-JobRequest = ImageRequest | ChatRequest | VideoRequest | MusicRequest
+# --------------------------------------------------------------------------- layered diffusion brushes
+
+BRUSH_MERGE_STEPS = 2
+"""Layers merge into the composite this many steps before the end (the paper merges at N-2)."""
+
+
+def _require_mask_png(where: str, data: bytes, width: int, height: int) -> None:
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size, box = image.size, image.convert("L").getbbox()
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise BadInput(f"{where}: the mask is not a readable PNG image") from None
+    if size != (width, height):
+        raise BadInput(f"{where}: the mask is {size[0]}x{size[1]} but the image is {width}x{height}")
+    if box is None:
+        raise BadInput(f"{where}: the mask is empty; paint the region to change first")
+
+
+def _require_image_file(path: str) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except FileNotFoundError:
+        raise BadInput(f"photo {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BadInput(f"photo {path} is not a readable image ({exc})") from None
+
+
+@message
+@frozen
+class BrushLayer:
+    """One layered-diffusion-brush layer; the mask is a grayscale PNG at image resolution."""
+
+    id: str
+    mask_png: bytes
+    """8-bit grayscale PNG, the size of the base image; 0 = untouched, 255 = fully regenerated."""
+    name: str = ""
+    prompt: str = ""
+    """What to paint inside the mask; empty re-rolls the region with the base prompt."""
+    strength: float = 0.8
+    """0..1: how much of the cached latent inside the mask is replaced by fresh noise."""
+    regen_step: int = 10
+    """n: the layer restarts from the cached latent after n of the N steps (0 <= n <= N-3)."""
+    seed: int = 0
+    visible: bool = True
+    opacity: float = 1.0
+    feather: float = 2.0
+    """Gaussian blur radius (image pixels) applied to the mask edge before merging."""
+
+    def validate(self, width: int, height: int, steps: int) -> None:
+        where = f"layer {self.name or self.id!r}"
+        _require_mask_png(where, self.mask_png, width, height)
+        last = steps - 1 - BRUSH_MERGE_STEPS
+        if isinstance(self.regen_step, bool) or not isinstance(self.regen_step, int) or not 0 <= self.regen_step <= last:
+            raise BadInput(f"{where}: regeneration step must be between 0 and {last} for a {steps}-step image, "
+                           f"got {self.regen_step!r}")
+        _require_range(f"{where}: strength", self.strength, 0, 1)
+        _require_range(f"{where}: opacity", self.opacity, 0, 1)
+        _require_range(f"{where}: feather", self.feather, 0, 64)
+
+
+@message
+@frozen
+class BrushBaseRequest:
+    """Start a brush session: generate a base image (caching its trajectory) or invert a photo."""
+
+    session_id: str
+    prompt: str = ""
+    negative_prompt: str = ""
+    photo_path: str = ""
+    """A photo to edit: it enters through DDIM inversion instead of being generated."""
+    width: int = 64
+    height: int = 64
+    steps: int = 20
+    guidance: float = 7.5
+    seed: int = 0
+    model: str = "demo-sd"
+    project_path: str = ""
+    """Where the ``.hearth`` project is written; empty means the projects folder."""
+
+    kind = WorkerKind.image
+    default_priority = Priority.single_shot
+
+    def validate(self) -> None:
+        if not self.session_id:
+            raise BadInput("brush session id is empty")
+        if self.photo_path:
+            _require_image_file(self.photo_path)
+        else:
+            _require_prompt(self.prompt)
+        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, 1000)
+        _require_multiple_of_8("width", self.width)
+        _require_multiple_of_8("height", self.height)
+        _require_range("guidance", self.guidance, 0, 50)
+
+
+@message
+@frozen
+class BrushRenderRequest:
+    """Render the composite of a session's layers (only changed layers rerun their last steps)."""
+
+    session_id: str
+    project_path: str
+    """The session's ``.hearth`` file: reloaded when the worker no longer holds the session warm."""
+    width: int
+    height: int
+    steps: int
+    """N of the session's schedule, to check each layer's regeneration step."""
+    layers: tuple[BrushLayer, ...] = ()
+    """Bottom to top; where masks overlap, the upper layer covers the lower one."""
+    revision: int = 0
+    """Increases with every edit; a render older than one the worker already saw is dropped."""
+    out_path: str = ""
+
+    kind = WorkerKind.image
+    default_priority = Priority.interactive
+
+    def validate(self) -> None:
+        if not self.session_id:
+            raise BadInput("brush session id is empty")
+        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, 1000)
+        _require_multiple_of_8("width", self.width)
+        _require_multiple_of_8("height", self.height)
+        ids = [layer.id for layer in self.layers]
+        if len(set(ids)) != len(ids):
+            raise BadInput("two layers share one id")
+        for layer in self.layers:
+            layer.validate(self.width, self.height, self.steps)
+
+
+JobRequest = ImageRequest | ChatRequest | VideoRequest | MusicRequest | BrushBaseRequest | BrushRenderRequest
 
 
 # --------------------------------------------------------------------------- commands

@@ -32,6 +32,9 @@ IDLE_POLL_S = 0.2
 def worker_main(kind: str, conn: Any) -> None:
     """Entry point of a worker process (must live in an importable module for spawn)."""
     _die_with_parent()
+    # Progress reaches the user as events; library progress bars would only clutter the log.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     runtime = WorkerRuntime(WorkerKind(kind), conn)
     runtime.serve()
 

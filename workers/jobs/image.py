@@ -20,8 +20,10 @@ ACTIVATION_BYTES_PER_PIXEL = 4 * 1024  # rough SD-UNet activation cost per outpu
 
 def warm_up() -> None:
     """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello."""
-    import diffusers  # noqa: F401
+    import diffusers
     import torch  # noqa: F401
+
+    diffusers.utils.logging.disable_progress_bar()
 
 
 def run(ctx: JobContext, request) -> None:
@@ -55,7 +57,7 @@ def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
                  generator=generator, callback_on_step_end=on_step_end,
                  callback_on_step_end_tensor_inputs=["latents"]).images[0]
     elapsed = time.perf_counter() - start
-    params = request_parameters(request, sampler=type(pipe.scheduler).__name__, seconds=round(elapsed, 3))
+    params = request_parameters(request, sampler=type(pipe.scheduler).__name__.removesuffix("Scheduler"), seconds=round(elapsed, 3))
     save_png(image, path, params)
     write_sidecar(path, params)
     ctx.metric("seconds", elapsed)
