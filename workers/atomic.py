@@ -19,6 +19,8 @@ def check_writable(path: Path) -> Path:
         raise BadInput(f"output path {path} is a directory; give a file name")
     if not parent.exists():
         raise BadInput(f"output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise BadInput(f"output path {path} is inside {parent}, which is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise BadInput(f"output folder {parent} is not writable")
     return path
