@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.hearth-installed
 # keeps this torch (on a CPU-only dev machine: a local CPU wheel) instead of pulling a CUDA build.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup run test lint bench-quick clean
+.PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -29,3 +29,28 @@ bench-quick: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# ---- the double-click app (see packaging/README.md) ----------------------------------
+APPS_DIR  ?= $(HOME)/.local/share/applications
+ICONS_DIR ?= $(HOME)/.local/share/icons/hicolor/scalable/apps
+
+package: $(STAMP)
+	$(PY) -m pip install --quiet pyinstaller
+	$(VENV)/bin/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller packaging/hearth.spec
+	tar -C dist -czf dist/Hearth-$$(uname -s)-$$(uname -m).tar.gz Hearth
+	@echo "bundle size:"; du -sh dist/Hearth dist/Hearth-*.tar.gz
+
+package-test: package
+	bash packaging/test_bundle.sh
+
+install-desktop:
+	@exe="$(CURDIR)/dist/Hearth/Hearth"; [ -x "$$exe" ] || exe="$(CURDIR)/$(VENV)/bin/hearth"; \
+	mkdir -p "$(APPS_DIR)" "$(ICONS_DIR)"; \
+	sed "s|@EXEC@|$$exe|" resources/hearth.desktop > "$(APPS_DIR)/hearth.desktop"; \
+	cp resources/hearth.svg "$(ICONS_DIR)/hearth.svg"; \
+	command -v update-desktop-database >/dev/null && update-desktop-database "$(APPS_DIR)" || true; \
+	echo "installed $(APPS_DIR)/hearth.desktop -> $$exe"
+
+uninstall-desktop:
+	rm -f "$(APPS_DIR)/hearth.desktop" "$(ICONS_DIR)/hearth.svg"
+	command -v update-desktop-database >/dev/null && update-desktop-database "$(APPS_DIR)" || true
