@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import logging
 import os
 import queue
 import signal
@@ -24,14 +25,17 @@ from typing import Any
 from workers.codec import MalformedMessage, decode, encode
 from workers.context import CancelToken, HeldLease, JobContext, MemoryTier
 from workers.errors import ErrorKind, HearthError, JobCancelled
+from workers.logs import setup_logging
 from workers.protocol import Cancel, Cancelled, Failed, Finished, Hello, Shutdown, Started, Submit, WorkerKind
 
 IDLE_POLL_S = 0.2
+log = logging.getLogger(__name__)
 
 
 def worker_main(kind: str, conn: Any) -> None:
     """Entry point of a worker process (must live in an importable module for spawn)."""
     _die_with_parent()
+    setup_logging(f"worker-{kind}")
     # Progress reaches the user as events; library progress bars would only clutter the log.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -141,6 +145,7 @@ class WorkerRuntime:
                          cancel_token=token, runtime=self)
         start = time.perf_counter()
         self.send(Started(job_id=submit.job_id))
+        log.info("job %s started (%s, %s)", submit.job_id, type(submit.request).__name__, submit.priority.value)
         try:
             submit.request.validate()
             ctx.check_cancelled()
@@ -156,6 +161,9 @@ class WorkerRuntime:
         finally:
             self._current = None
             self._mark_leases_idle()
+        log.info("job %s ended: %s", submit.job_id, type(end).__name__)
+        if isinstance(end, Failed):
+            log.error("job %s failed (%s): %s\n%s", submit.job_id, end.kind.value, end.message, end.traceback)
         self.send(end)
 
     # -- memory leases --------------------------------------------------------------------
