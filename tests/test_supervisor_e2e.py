@@ -25,7 +25,7 @@ from workers.protocol import (
 )
 from workers.supervisor import Supervisor
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(480)
 
 
 class Recorder:
@@ -115,7 +115,7 @@ def test_interactive_request_preempts_background_job_at_a_step(image_supervisor,
     from workers.arbiter.messages import Tier
 
     supervisor, recorder = image_supervisor
-    job = supervisor.submit(ImageRequest(prompt="background", steps=300, out_path=str(tmp_path / "bg.png")),
+    job = supervisor.submit(ImageRequest(prompt="background", steps=100, out_path=str(tmp_path / "bg.png")),
                             priority=Priority.background)
     recorder.wait_for(lambda e: isinstance(e, Progress) and e.job_id == job and e.step >= 2)
     client = ArbiterClient(owner="test-chat", address=arbiter_address)
@@ -128,10 +128,11 @@ def test_interactive_request_preempts_background_job_at_a_step(image_supervisor,
     paused = recorder.wait_for(lambda e: isinstance(e, Progress) and e.job_id == job and "paused" in e.message)
     thread.join(60)
     assert granted, "interactive request was not granted after the revoke"
-    assert paused.step < 300
+    assert paused.step < 100
     granted[0].release()
     client.close()
-    assert isinstance(recorder.job_end(job, timeout=180), Finished)
+    assert isinstance(recorder.job_end(job, timeout=400), Finished)
+    assert (tmp_path / "bg.png").exists()
 
 
 def test_bad_requests_are_refused_before_a_worker_sees_them(image_supervisor, tmp_path):

@@ -1,0 +1,267 @@
+"""The arbiter as a real process on a real Unix socket, with real client processes.
+
+Every test runs its own arbiter on the simulated device, with the socket and runtime dir under
+``tmp_path``; the fixture kills whatever arbiter and helper processes a test leaves behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from workers import codec
+from workers.arbiter import client as client_module
+from workers.arbiter.address import arbiter_running, log_path, running_pid
+from workers.arbiter.client import ArbiterClient, ArbiterUnavailable
+from workers.arbiter.framing import HEADER, FrameBuffer, frame
+from workers.arbiter.messages import Granted, ProtocolError, StatusQuery, Tier
+from workers.arbiter.status import print_status
+from workers.arbiter.units import GiB
+from workers.errors import JobCancelled, OutOfMemory
+from workers.protocol import Priority
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(condition, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def sock(tmp_path, monkeypatch):
+    path = tmp_path / "a.sock"
+    monkeypatch.setenv("HEARTH_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("HEARTH_ARBITER_SOCKET", str(path))
+    monkeypatch.setenv("HEARTH_ARBITER_DEVICE", "sim:8GiB,lag=0.2")
+    monkeypatch.setenv("HEARTH_ARBITER_HEADROOM", "512MiB")
+    monkeypatch.setenv("HEARTH_ARBITER_REVOKE_DEADLINE", "1.0")
+    yield path
+    pid = running_pid(path)
+    if pid and arbiter_running(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not arbiter_running(path), what="the arbiter to stop")
+    for process in client_module._STARTED:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait(timeout=5)
+    client_module._STARTED.clear()
+
+
+@pytest.fixture
+def clients(sock):
+    made: list[ArbiterClient] = []
+
+    def make(owner: str, **kwargs) -> ArbiterClient:
+        made.append(ArbiterClient(owner, **kwargs))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("arbiter-client")]
+
+
+@pytest.fixture
+def spawn(sock):
+    processes: list[subprocess.Popen] = []
+
+    def start(code: str) -> subprocess.Popen:
+        processes.append(subprocess.Popen([sys.executable, "-c", code], cwd=ROOT))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=5)
+
+
+def tiers(*sizes_gib: float) -> list[Tier]:
+    return [Tier(name=f"t{i}", bytes=int(size * GiB)) for i, size in enumerate(sizes_gib)]
+
+
+def test_grant_and_revoke_reach_the_holder(clients, sock):
+    video = clients("video worker")
+    chat = clients("chat worker")
+    lease = video.acquire("video render", Priority.background, tiers(6, 2))
+    assert (lease.bytes, lease.tier) == (6 * GiB, "t0")
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+
+    reasons: list[str] = []
+    result: dict = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(
+            lease=chat.acquire("chat", Priority.interactive, tiers(4), on_wait=reasons.append)
+        )
+    )
+    waiter.start()
+    revoke = wait_for(lease.revoke_requested, what="the revoke")
+    assert (revoke.target_bytes, revoke.tier) == (2 * GiB, "t1")
+    assert "chat" in revoke.reason
+    lease.done_revoke(2 * GiB, revoke.tier)
+    waiter.join(timeout=10)
+    assert result["lease"].bytes == 4 * GiB
+    assert any("video render" in reason and "next step" in reason for reason in reasons)
+    snapshot = chat.status()
+    assert {(info.owner, info.bytes) for info in snapshot.leases} == {
+        ("video worker", 2 * GiB),
+        ("chat worker", 4 * GiB),
+    }
+
+
+def test_impossible_request_is_refused_and_cancel_is_prompt(clients):
+    client = clients("image worker")
+    with pytest.raises(OutOfMemory, match="needs at least 9.0 GiB"):
+        client.acquire("huge image", Priority.single_shot, tiers(12, 9))
+    held = client.acquire("image", Priority.single_shot, tiers(7))
+    start = time.monotonic()
+    with pytest.raises(JobCancelled):
+        client.acquire(
+            "second", Priority.single_shot, tiers(7), cancelled=lambda: time.monotonic() - start > 0.3
+        )
+    with pytest.raises(OutOfMemory, match="within 0.3 s"):
+        client.acquire("third", Priority.single_shot, tiers(7), timeout=0.3)
+    assert not client.status().waiting, "cancelled and timed-out requests stop waiting"
+    held.release()
+
+
+def test_holder_ignoring_revoke_is_killed_and_its_memory_returns(clients, spawn, tmp_path):
+    marker = tmp_path / "granted"
+    stubborn = spawn(
+        "import time, pathlib\n"
+        "from workers.arbiter.client import ArbiterClient\n"
+        "from workers.arbiter.messages import Tier\n"
+        "from workers.protocol import Priority\n"
+        "client = ArbiterClient('stubborn worker')\n"
+        "lease = client.acquire('video render', Priority.background, [Tier(name='full', bytes=6 * 2**30)])\n"
+        f"pathlib.Path({str(marker)!r}).write_text(lease.lease_id)\n"
+        "time.sleep(60)  # never looks at revoke_requested()\n"
+    )
+    wait_for(marker.exists, timeout=20, what="the helper's grant")
+    chat = clients("chat worker")
+    start = time.monotonic()
+    lease = chat.acquire("chat", Priority.interactive, tiers(4), timeout=10)
+    waited = time.monotonic() - start
+    assert lease.bytes == 4 * GiB
+    assert stubborn.wait(timeout=5) == -signal.SIGKILL
+    assert 0.9 <= waited < 5, "killed at the 1 s deadline, not before and not much later"
+    assert [info.owner for info in chat.status().leases] == ["chat worker"]
+
+
+def test_killed_arbiter_comes_back_with_the_leases(clients, sock):
+    client = clients("music worker")
+    lease = client.acquire("music", Priority.single_shot, tiers(3))
+    first = running_pid(sock)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: running_pid(sock) not in (None, first) and arbiter_running(sock), what="a new arbiter")
+
+    def reregistered():
+        snapshot = client.status()
+        return snapshot if any(info.lease_id == lease.lease_id for info in snapshot.leases) else None
+
+    snapshot = wait_for(reregistered, what="the lease to be re-registered")
+    [info] = snapshot.leases
+    assert (info.owner, info.bytes, info.tier) == ("music worker", 3 * GiB, "t0")
+    # The new arbiter counts it: only what is left can be granted.
+    other = clients("image worker")
+    with pytest.raises(OutOfMemory):
+        other.acquire("image", Priority.single_shot, tiers(5), timeout=0.5)
+    lease.release()
+
+
+def _raw_exchange(conn: socket.socket, payload: bytes) -> object:
+    conn.sendall(HEADER.pack(len(payload)) + payload)
+    frames = FrameBuffer()
+    while True:
+        data = conn.recv(65536)
+        assert data, "the arbiter hung up"
+        if got := frames.feed(data):
+            return codec.decode(got[0])
+
+
+def test_malformed_frames_get_protocol_errors_and_serving_goes_on(clients, sock):
+    clients("starter")  # starts the arbiter
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        conn.connect(str(sock))
+        reply = _raw_exchange(conn, b"\x00\xffnot json")
+        assert isinstance(reply, ProtocolError) and "not JSON" in reply.message
+        reply = _raw_exchange(conn, b'{"type": "Bogus", "v": 1}')
+        assert isinstance(reply, ProtocolError) and "Bogus" in reply.message
+        reply = _raw_exchange(conn, codec.encode(Granted(request_id="r", lease_id="l", bytes=1, tier="t")))
+        assert isinstance(reply, ProtocolError) and "Granted" in reply.message
+        reply = _raw_exchange(conn, b'{"type": "Release", "v": 1, "lease_id": 5}')
+        assert isinstance(reply, ProtocolError) and "lease_id" in reply.message
+        # Still the same connection, still served:
+        conn.sendall(frame(StatusQuery()))
+        assert conn.recv(4)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        conn.connect(str(sock))
+        conn.sendall(b"GET / HTTP/1.1\r\n\r\n")  # a length prefix of 1.2 GB: cannot resync
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        [payload] = FrameBuffer().feed(data)
+        assert "exceeds" in codec.decode(payload).message
+    assert clients("next").status().budget == 8 * GiB - 512 * 1024**2
+
+
+def test_disconnect_frees_the_clients_leases(clients):
+    first = clients("image worker")
+    first.acquire("image", Priority.single_shot, tiers(7))
+    first.close()
+    second = clients("video worker")
+    lease = second.acquire("video", Priority.background, tiers(7), timeout=5)
+    assert lease.bytes == 7 * GiB
+
+
+def test_two_clients_at_once_start_exactly_one_arbiter(spawn, sock, tmp_path):
+    code = (
+        "from workers.arbiter.client import ArbiterClient\n"
+        "with ArbiterClient('client') as client:\n"
+        "    assert client.status().budget > 0\n"
+    )
+    first, second = spawn(code), spawn(code)
+    assert first.wait(timeout=30) == 0 and second.wait(timeout=30) == 0
+    assert arbiter_running(sock)
+    log = log_path(sock).read_text()
+    assert log.count("serving") == 1, log
+    assert "another arbiter" not in log, "a second arbiter was started"
+    # The fixture cannot reap an arbiter started by another process; stop it here.
+    os.kill(running_pid(sock), signal.SIGTERM)
+    wait_for(lambda: not arbiter_running(sock), what="the arbiter to stop")
+
+
+def test_status_command(clients, sock, capsys):
+    assert print_status(sock) == 1, "no arbiter yet, and status must not start one"
+    assert not arbiter_running(sock)
+    client = clients("chat worker")
+    client.acquire("chat", Priority.interactive, tiers(2))
+    assert print_status(sock) == 0
+    out = capsys.readouterr().out
+    assert "chat worker" in out and "2.0 GiB" in out and "512 MiB" in out
+
+
+def test_no_autostart_fails_fast(sock):
+    start = time.monotonic()
+    with pytest.raises(ArbiterUnavailable):
+        ArbiterClient("x", autostart=False)
+    assert time.monotonic() - start < 2

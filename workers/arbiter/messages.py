@@ -1,0 +1,249 @@
+"""The arbiter's lease protocol: one file, one contract.
+
+Commands (client -> arbiter) are imperative nouns: ``Register``, ``Request``, ``Release``,
+``SetIdle``, ``RevokeDone``, ``DeviceReading``, ``StatusQuery``, ``CancelRequest``.
+Answers and orders (arbiter -> client) say what happened or what must happen: ``Granted``,
+``Waiting``, ``Refused``, ``Revoke``, ``Status``, ``ProtocolError``.
+
+Every message is a frozen, slotted, keyword-only dataclass registered with ``workers.codec``,
+so it travels as JSON; the arbiter never unpickles anything a client sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.codec import message
+from workers.protocol import Priority
+
+frozen = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+@message
+@frozen
+class Tier:
+    """One acceptable memory footprint for a job, e.g. fully resident, sliced, offloaded."""
+
+    name: str
+    bytes: int
+    """Device memory the job holds at this tier."""
+    est_step_s: float = 0.0
+    """Estimated seconds per step (denoising step, token) at this tier; 0 when unknown."""
+
+
+@message
+@frozen
+class HeldLease:
+    """A lease a client still holds, told to a restarted arbiter so nothing is lost."""
+
+    lease_id: str
+    job: str
+    priority: Priority
+    bytes: int
+    tier: str
+    tiers: tuple[Tier, ...] = ()
+    idle: bool = False
+
+
+# --------------------------------------------------------------------------- client -> arbiter
+
+
+@message
+@frozen
+class Register:
+    """First message on a connection: who is asking, and what it already holds."""
+
+    owner: str
+    """Human name of the client, e.g. "video worker" or "hearth run image"."""
+    pid: int
+    held: tuple[HeldLease, ...] = ()
+    """Leases granted by an earlier arbiter instance (re-registration after a restart)."""
+
+
+@message
+@frozen
+class Request:
+    """Ask for memory before allocating it. Tiers are listed fastest/largest first."""
+
+    request_id: str
+    job: str
+    priority: Priority
+    tiers: tuple[Tier, ...]
+    owner: str = ""
+
+
+@message
+@frozen
+class Release:
+    """The holder has freed the lease's memory; the lease ends."""
+
+    lease_id: str
+
+
+@message
+@frozen
+class SetIdle:
+    """A warm, idle lease stays cached (keep-alive) but may be evicted, least recently used first."""
+
+    lease_id: str
+    idle: bool
+
+
+@message
+@frozen
+class RevokeDone:
+    """The holder shrank to a leaner tier (or unloaded: ``new_bytes`` 0 ends the lease)."""
+
+    lease_id: str
+    new_bytes: int
+    tier: str = ""
+
+
+@message
+@frozen
+class DeviceReading:
+    """A real device reading from a worker, e.g. from ``torch.cuda.mem_get_info``.
+
+    ``total`` and ``free`` are for the whole device; ``used_by_hearth`` is what the reporting
+    process itself holds there (``torch.cuda.memory_reserved``), so the arbiter can tell memory
+    used by other programs from memory used by Hearth.
+    """
+
+    total: int
+    free: int
+    used_by_hearth: int
+
+
+@message
+@frozen
+class StatusQuery:
+    """Ask for a ``Status`` snapshot of the ledger."""
+
+
+@message
+@frozen
+class CancelRequest:
+    """Stop waiting for a request (its job was cancelled or timed out)."""
+
+    request_id: str
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+@message
+@frozen
+class LeaseInfo:
+    """One lease, as the memory panel shows it."""
+
+    lease_id: str
+    owner: str
+    pid: int
+    job: str
+    priority: Priority
+    bytes: int
+    tier: str
+    idle: bool
+    revoking: bool
+
+
+@message
+@frozen
+class WaitInfo:
+    """One waiting request and why it waits."""
+
+    request_id: str
+    owner: str
+    job: str
+    priority: Priority
+    reason: str
+
+
+@message
+@frozen
+class LedgerSnapshot:
+    """Everything the GUI memory panel and ``hearth arbiter status`` show."""
+
+    budget: int
+    """Bytes the arbiter may lease: total - headroom - used outside Hearth."""
+    total: int
+    headroom: int
+    used_outside: int
+    """Bytes used by other programs (and per-process contexts) that no lease covers."""
+    leases: tuple[LeaseInfo, ...] = ()
+    waiting: tuple[WaitInfo, ...] = ()
+    returning: int = 0
+    """Bytes released but not yet seen free on the device (readings lag)."""
+    device: str = ""
+
+
+# --------------------------------------------------------------------------- arbiter -> client
+
+
+@message
+@frozen
+class Granted:
+    """The request may allocate ``bytes`` at ``tier``; the lease lasts until released or revoked."""
+
+    request_id: str
+    lease_id: str
+    bytes: int
+    tier: str
+
+
+@message
+@frozen
+class Waiting:
+    """The request is queued; ``reason`` is human text for the progress line."""
+
+    request_id: str
+    reason: str
+
+
+@message
+@frozen
+class Refused:
+    """Even the leanest tier can never fit this machine's budget; do not retry."""
+
+    request_id: str
+    reason: str
+
+
+@message
+@frozen
+class Revoke:
+    """Shrink to at most ``target_bytes`` at the next step boundary and answer ``RevokeDone``.
+
+    A holder that has not answered within ``deadline_s`` seconds is killed: process exit is the
+    only reliable way to give device memory back.
+    """
+
+    lease_id: str
+    target_bytes: int
+    deadline_s: float
+    reason: str
+    tier: str = ""
+    """The holder's own leaner tier that fits ``target_bytes``; empty means unload entirely."""
+
+
+@message
+@frozen
+class Status:
+    """Answer to ``StatusQuery``."""
+
+    snapshot: LedgerSnapshot
+
+
+@message
+@frozen
+class ProtocolError:
+    """The arbiter could not use a message; the connection stays open where it can."""
+
+    message: str
+
+
+ClientMessage = (
+    Register | Request | Release | SetIdle | RevokeDone | DeviceReading | StatusQuery | CancelRequest
+)
+ArbiterMessage = Granted | Waiting | Refused | Revoke | Status | ProtocolError
+CLIENT_MESSAGES = (Register, Request, Release, SetIdle, RevokeDone, DeviceReading, StatusQuery, CancelRequest)
