@@ -131,6 +131,12 @@ class ChatRequest:
     """"" for plain decoding, "prompt_lookup", or a draft model id for assisted decoding."""
     conversation_id: str = ""
     """Conversation the answer is appended to as it streams (empty: not stored)."""
+    stop: tuple[str, ...] = ()
+    """Stop sequences: the answer ends before the first one appears (it is not included)."""
+    context_length: int = 0
+    """Prompt + answer token limit; 0 uses the model's own. Oldest turns are dropped to fit."""
+    allow_pickle: bool = False
+    """Allow pickle-based weights (they can run code when loaded); safetensors only otherwise."""
 
     kind = WorkerKind.chat
     default_priority = Priority.interactive
@@ -148,6 +154,7 @@ class ChatRequest:
         _require_range("top-p", self.top_p, 0.0, 1.0)
         _require_range("top-k", self.top_k, 0, 100000)
         _require_range("repetition penalty", self.repetition_penalty, 0.5, 5)
+        _require_range("context length", self.context_length, 0, 10_000_000)
 
 
 @message
@@ -168,6 +175,12 @@ class VideoRequest:
     memory_mode: str = "auto"
     """"auto" (from the lease) or "slices:N"."""
     out_path: str = ""
+    format: str = "mp4"
+    """"mp4" (H.264), "gif" or "webp"; an ``out_path`` suffix takes precedence."""
+    step_rehash: bool = False
+    """Reuse the deep UNet blocks' output on non-key steps (faster, approximate)."""
+    rehash_interval: int = 2
+    """With step rehash: every N-th step is a key step that runs the whole UNet."""
 
     kind = WorkerKind.video
     default_priority = Priority.background
@@ -180,6 +193,13 @@ class VideoRequest:
         _require_multiple_of_8("width", self.width)
         _require_multiple_of_8("height", self.height)
         _require_range("guidance", self.guidance, 0, 50)
+        if self.format not in ("mp4", "gif", "webp"):
+            raise BadInput(f"video format must be mp4, gif or webp, got {self.format!r}")
+        if self.memory_mode != "auto" and not (
+            self.memory_mode.startswith("slices:") and self.memory_mode[7:].isdigit() and int(self.memory_mode[7:]) >= 1
+        ):
+            raise BadInput(f"memory mode must be 'auto' or 'slices:N' (N >= 1), got {self.memory_mode!r}")
+        _require_range("rehash interval", self.rehash_interval, 1, 100)
 
 
 @message
@@ -197,17 +217,36 @@ class MusicRequest:
     seed: int = 0
     model: str = "demo-musicgen"
     out_path: str = ""
+    format: str = ""
+    """wav, flac, ogg or mp3; empty: from out_path's suffix, else wav."""
+    window_seconds: float = 0.0
+    """Longest stretch one generation window makes; 0: the model's own (30 s for MusicGen)."""
 
     kind = WorkerKind.music
-    default_priority = Priority.single_shot
+    LONG_SECONDS = 30.0
+
+    @property
+    def default_priority(self) -> Priority:
+        """A clip that fits one window is single-shot; a longer piece runs in the background."""
+        return Priority.background if self.seconds > self.LONG_SECONDS else Priority.single_shot
 
     def validate(self) -> None:
+        from workers.music.chords import parse_meter, parse_progression  # pure Python, no torch
+
         _require_prompt(self.prompt)
         _require_range("seconds", self.seconds, 0.1, 3600)
         _require_range("guidance", self.guidance, 0, 20)
         _require_range("temperature", self.temperature, 0.01, 5)
-        if self.bpm:
+        if self.bpm or self.chords.strip():
+            if not self.bpm:
+                raise BadInput("chords need a tempo: give a BPM between 20 and 400")
             _require_range("bpm", self.bpm, 20, 400)
+        parse_meter(self.meter)
+        parse_progression(self.chords)
+        if self.format and self.format.lower() not in ("wav", "flac", "ogg", "mp3"):
+            raise BadInput(f"audio format {self.format!r} is not supported; use wav, flac, ogg or mp3")
+        if self.window_seconds:
+            _require_range("window seconds", self.window_seconds, 0.5, 60)
 
 
 # --------------------------------------------------------------------------- layered diffusion brushes
@@ -269,9 +308,9 @@ class BrushLayer:
         where = f"layer {self.name or self.id!r}"
         _require_mask_png(where, self.mask_png, width, height)
         last = steps - 1 - BRUSH_MERGE_STEPS
-        if isinstance(self.regen_step, bool) or not isinstance(self.regen_step, int) or not 0 <= self.regen_step <= last:
-            raise BadInput(f"{where}: regeneration step must be between 0 and {last} for a {steps}-step image, "
-                           f"got {self.regen_step!r}")
+        n = self.regen_step
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= last:
+            raise BadInput(f"{where}: regeneration step must be between 0 and {last}, got {n!r}")
         _require_range(f"{where}: strength", self.strength, 0, 1)
         _require_range(f"{where}: opacity", self.opacity, 0, 1)
         _require_range(f"{where}: feather", self.feather, 0, 64)
