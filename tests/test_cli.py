@@ -41,3 +41,16 @@ def test_cli_does_not_import_qt_or_torch():
             "bad = [m for m in ('torch', 'PySide6', 'diffusers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_run_image_writes_the_png_and_prints_its_path(tmp_path):
+    out = tmp_path / "cli.png"
+    proc = subprocess.run([sys.executable, "-m", "app", "run", "image", "--prompt", "a red apple", "--steps", "4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    assert "4/4" in proc.stderr  # the progress bar reached the last step
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert "a red apple" in image.text["parameters"]
