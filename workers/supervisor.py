@@ -239,6 +239,7 @@ class Supervisor:
         handle.current = handle.queue.popleft()
         handle.status = WorkerStatus.busy
         self._send(handle, handle.current)
+        self._emit(WorkerState(kind=handle.kind, status=handle.status, pid=handle.pid))
 
     def _on_event(self, handle: WorkerHandle, event: object) -> None:
         with self._lock:
@@ -270,6 +271,7 @@ class Supervisor:
             handle.current = None
             if handle.status is WorkerStatus.busy:
                 handle.status = WorkerStatus.ready
+                self._emit(WorkerState(kind=handle.kind, status=handle.status, pid=handle.pid))
         self._emit(event)
         self._dispatch(handle)
 

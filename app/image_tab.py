@@ -1,0 +1,317 @@
+"""The Image tab: a plain text-to-image form, a live preview while it runs, and the result."""
+
+from __future__ import annotations
+
+import random
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
+from models.catalog import HOW_TO_ADD_MODELS, ModelKind, entries, entry
+from workers.errors import BadInput, ErrorKind
+from workers.protocol import Cancelled, Failed, Finished, ImageRequest, Output, Progress, Queued, Started
+
+MAX_SEED = 2**31 - 1
+FORM_WIDTH = 340
+
+
+class ModelBox(QComboBox):
+    """Catalog image models, or any hub id, local folder or checkpoint file typed in."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setEditable(True)
+        self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        for item in entries(ModelKind.image):
+            self.addItem(item.id)
+            self.setItemData(self.count() - 1, f"{item.title}: {item.source}", Qt.ItemDataRole.ToolTipRole)
+        self.setToolTip(HOW_TO_ADD_MODELS)
+        self.lineEdit().setPlaceholderText("catalog id, hub id, folder or .safetensors file")
+
+    def model(self) -> str:
+        return self.currentText().strip()
+
+    def set_model(self, model: str) -> None:
+        self.setCurrentText(model)
+
+
+class ImageTab(QWidget):
+    """Submits ``ImageRequest``s through the bridge and follows the one it submitted last."""
+
+    result_shown = Signal(str)
+    """The path of the image now shown as the result."""
+
+    def __init__(self, bridge, settings=None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.job_id: str | None = None
+        self.result_path = ""
+        self._pixmap: QPixmap | None = None
+        self._build_form()
+        self._build_view()
+        self._lay_out()
+        if settings is not None:
+            self.apply_settings(settings)
+        self._set_running(False)
+        bridge.event.connect(self.on_event)
+
+    # ------------------------------------------------------------------ widgets
+
+    def _build_form(self) -> None:
+        self.model_box = ModelBox()
+        self.model_box.currentTextChanged.connect(self._describe_model)
+        self.browse_button = QToolButton()
+        self.browse_button.setText("…")
+        self.browse_button.setToolTip("Choose a single-file checkpoint (.safetensors)")
+        self.browse_button.clicked.connect(self._browse_model)
+        self.model_note = QLabel()
+        self.model_note.setWordWrap(True)
+        self.model_note.setStyleSheet("color: #92400e;")
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Describe the image (Ctrl+Enter to generate)")
+        self.prompt.setFixedHeight(72)
+        self.negative_prompt = QLineEdit()
+        self.negative_prompt.setPlaceholderText("what to avoid (optional)")
+        self.width_box, self.height_box = self._size_box(), self._size_box()
+        self.steps = QSpinBox(minimum=1, maximum=1000, value=20)
+        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=50.0, singleStep=0.5, value=7.5, decimals=1)
+        self.seed = QSpinBox(minimum=0, maximum=MAX_SEED, value=0)
+        self.random_seed = QCheckBox("new each time")
+        self.random_seed.setToolTip("Pick a fresh random seed for every image; the seed used is shown")
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setDefault(True)
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        shortcut = QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
+        shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self._describe_model(self.model_box.model())
+
+    @staticmethod
+    def _size_box() -> QSpinBox:
+        box = QSpinBox(minimum=8, maximum=4096, singleStep=8, value=64)
+        box.setSuffix(" px")
+        box.setToolTip("A multiple of 8")
+        return box
+
+    def _build_view(self) -> None:
+        self.progress = QProgressBar()
+        self.progress.setFormat("step %v / %m")
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet(ERROR_STYLE)
+        self.error.setTextFormat(Qt.TextFormat.PlainText)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.hide()
+        self.image = QLabel("The image appears here.")
+        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image.setMinimumSize(256, 256)
+        self.image.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.image.setStyleSheet("QLabel { background: #1f2937; color: #9ca3af; border-radius: 4px; }")
+        self.caption = QLabel()
+        self.caption.setTextFormat(Qt.TextFormat.PlainText)
+        self.caption.setWordWrap(True)
+        self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+    def _lay_out(self) -> None:
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_box, 1)
+        model_row.addWidget(self.browse_button)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.random_seed)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Model", model_row)
+        form.addRow("", self.model_note)
+        form.addRow("Prompt", self.prompt)
+        form.addRow("Negative", self.negative_prompt)
+        form.addRow("Width", self.width_box)
+        form.addRow("Height", self.height_box)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Seed", seed_row)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button, 1)
+        buttons.addWidget(self.cancel_button)
+        left = QVBoxLayout()
+        left.addLayout(form)
+        left.addLayout(buttons)
+        left.addWidget(self.progress)
+        left.addWidget(self.status)
+        left.addWidget(self.error)
+        left.addStretch(1)
+        form_widget = QWidget()
+        form_widget.setLayout(left)
+        form_widget.setFixedWidth(FORM_WIDTH)
+        right = QVBoxLayout()
+        right.addWidget(self.image, 1)
+        right.addWidget(self.caption)
+        layout = QHBoxLayout(self)
+        layout.addWidget(form_widget)
+        layout.addLayout(right, 1)
+
+    # ------------------------------------------------------------------ form
+
+    def request(self) -> ImageRequest:
+        """The form as a request (not yet validated)."""
+        return ImageRequest(
+            prompt=self.prompt.toPlainText().strip(),
+            negative_prompt=self.negative_prompt.text(),
+            width=self.width_box.value(),
+            height=self.height_box.value(),
+            steps=self.steps.value(),
+            guidance=round(self.guidance.value(), 2),
+            seed=self.seed.value(),
+            model=self.model_box.model() or "demo-sd",
+        )
+
+    def apply_settings(self, settings) -> None:
+        self.model_box.set_model(settings.image_model)
+        self.width_box.setValue(settings.image_width)
+        self.height_box.setValue(settings.image_height)
+        self.steps.setValue(settings.image_steps)
+        self.guidance.setValue(settings.image_guidance)
+
+    def store_settings(self, settings) -> None:
+        settings.image_model = self.model_box.model() or "demo-sd"
+        settings.image_width, settings.image_height = self.width_box.value(), self.height_box.value()
+        settings.image_steps, settings.image_guidance = self.steps.value(), self.guidance.value()
+
+    @Slot(str)
+    def _describe_model(self, model: str) -> None:
+        item = entry(model.strip())
+        if item is None:
+            self.model_note.setText("Your model: a hub id, a diffusers folder or a single-file checkpoint.")
+        elif item.demo:
+            self.model_note.setText(
+                "Demo model: tiny and random-weighted, so the image is noise. "
+                "Type a real model's hub id, folder or file here."
+            )
+        else:
+            self.model_note.setText(item.title)
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a checkpoint", "", "Checkpoints (*.safetensors *.ckpt);;All files (*)"
+        )
+        if path:
+            self.model_box.set_model(path)
+
+    # ------------------------------------------------------------------ actions
+
+    @Slot()
+    def generate(self) -> None:
+        if self.job_id is not None:
+            return  # one image at a time from this form; the Jobs panel shows the queue
+        if self.random_seed.isChecked():
+            self.seed.setValue(random.randint(0, MAX_SEED))
+        try:
+            job_id = self.bridge.submit(self.request())
+        except BadInput as exc:
+            self.status.setText("Nothing was submitted.")
+            self._show_error(ErrorKind.bad_input.value, str(exc))
+            return
+        self.job_id = job_id
+        self._clear_error()
+        self.progress.setRange(0, self.steps.value())
+        self.progress.setValue(0)
+        self.status.setText("Queued: waiting for the image worker…")
+        self._set_running(True)
+
+    @Slot()
+    def cancel(self) -> None:
+        if self.job_id is not None:
+            self.bridge.cancel(self.job_id)
+            self.status.setText("Cancelling at the next step…")
+
+    def _set_running(self, running: bool) -> None:
+        self.generate_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.progress.setVisible(running)
+
+    # ------------------------------------------------------------------ events
+
+    @Slot(object)
+    def on_event(self, event: object) -> None:
+        if self.job_id is None or getattr(event, "job_id", None) != self.job_id:
+            return
+        match event:
+            case Queued():
+                self.status.setText("Queued: waiting for the image worker…")
+            case Started():
+                self.status.setText("Running…")
+            case Progress():
+                self._on_progress(event)
+            case Output(path=path, media_type=media_type) if media_type.startswith("image/"):
+                self.show_result(path)
+            case Finished(elapsed_s=elapsed):
+                self._end(f"Done in {elapsed:.1f} s." if elapsed else "Done.")
+            case Cancelled(at_step=step):
+                self._end(f"Cancelled at step {step}." if step >= 0 else "Cancelled before it started.")
+            case Failed(kind=kind, message=message, traceback=tb):
+                self._show_error(kind.value, message, tb)
+                self._end("Failed.")
+
+    def _on_progress(self, event: Progress) -> None:
+        self.progress.setRange(0, event.total)
+        self.progress.setValue(event.step)
+        self.status.setText(event.message or f"Step {event.step} of {event.total}")
+        pixmap = pixmap_from_png(event.preview_png)
+        if pixmap is not None:
+            self._show(pixmap)
+
+    def show_result(self, path: str) -> None:
+        pixmap = QPixmap(path)
+        if pixmap.isNull():
+            self._show_error(ErrorKind.internal.value, f"the image {path} could not be opened")
+            return
+        self.result_path = path
+        self._show(pixmap)
+        self.caption.setText(f"{pixmap.width()}×{pixmap.height()} · {path}")
+        self.result_shown.emit(path)
+
+    def _end(self, status: str) -> None:
+        self.job_id = None
+        self.status.setText(status)
+        self._set_running(False)
+
+    def _show(self, pixmap: QPixmap) -> None:
+        self._pixmap = pixmap
+        self.image.setText("")
+        show_pixmap(self.image, pixmap, self.image.width() - 8, self.image.height() - 8)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if self._pixmap is not None:
+            show_pixmap(self.image, self._pixmap, self.image.width() - 8, self.image.height() - 8)
+
+    def _show_error(self, kind: str, message: str, traceback: str = "") -> None:
+        self.error.setText(error_text(kind, message))
+        self.error.setToolTip(traceback)
+        self.error.show()
+
+    def _clear_error(self) -> None:
+        self.error.clear()
+        self.error.hide()

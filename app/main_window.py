@@ -1,0 +1,254 @@
+"""Hearth's main window: Chat, Image, Video and Music tabs, Jobs and Memory docks, worker states."""
+
+from __future__ import annotations
+
+import importlib
+
+from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Slot
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.image_tab import ImageTab
+from app.jobs_panel import DOCK_WIDTH, JobsPanel
+from app.jobs_state import JobsState
+from app.memory_panel import MemoryPanel, MemoryState
+from app.placeholder_tab import PlaceholderTab
+from app.settings import Settings, load_settings, save_settings
+from app.style import NOTICE_STYLE, app_icon, coloured
+from models.catalog import HOW_TO_ADD_MODELS
+from workers.protocol import JOB_END_EVENTS, Queued, Started, WorkerKind, WorkerState
+
+DEMO_NOTICE = (
+    "Demo models: image, video and music run tiny random-weight models, so what they make is noise; "
+    "add a real model: " + HOW_TO_ADD_MODELS.removeprefix("Add a real model by typing, ")
+)
+DEFAULT_SIZE = (1600, 960)
+JOB_EVENTS = (Queued, Started, *JOB_END_EVENTS)
+
+
+def optional_tab_class(module_name: str, class_name: str) -> type | None:
+    """The tab class if its module exists in this build. Any other import error is a bug and surfaces."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+    return getattr(module, class_name)
+
+
+def build_tab(module_name: str, class_name: str, title: str, bridge) -> QWidget:
+    cls = optional_tab_class(module_name, class_name)
+    return cls(bridge) if cls is not None else PlaceholderTab(title, bridge)
+
+
+class WorkerStatusView(QWidget):
+    """``chat ● ready   image ● starting ...`` in the status bar, one label per worker kind."""
+
+    def __init__(self, bridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.states: dict[WorkerKind, WorkerState] = {}
+        self.labels: dict[WorkerKind, QLabel] = {}
+        self._row = QHBoxLayout(self)
+        self._row.setContentsMargins(0, 0, 4, 0)
+        self._row.setSpacing(12)
+        bridge.event.connect(self.on_event)
+        bridge.workers_changed.connect(self.refresh)
+        self.refresh()
+
+    def text(self, kind: WorkerKind) -> str:
+        label = self.labels.get(WorkerKind(kind))
+        return label.text() if label is not None else ""
+
+    @Slot()
+    def refresh(self) -> None:
+        for kind, state in self.bridge.worker_states().items():
+            known = self.states.get(kind)
+            detail = known.detail if known is not None and known.status is state.status else state.detail
+            self._show(WorkerState(kind=kind, status=state.status, pid=state.pid, detail=detail))
+
+    @Slot(object)
+    def on_event(self, event: object) -> None:
+        if isinstance(event, WorkerState):
+            self._show(event)
+        elif isinstance(event, JOB_EVENTS):
+            self.refresh()  # the supervisor flips ready <-> busy around jobs without a WorkerState
+
+    def _show(self, state: WorkerState) -> None:
+        self.states[state.kind] = state
+        label = self.labels.get(state.kind)
+        if label is None:
+            label = self.labels[state.kind] = QLabel()
+            self._row.insertWidget(self._insert_index(state.kind), label)
+        status = state.status.value
+        label.setText(f"{state.kind.value} {coloured('●', status)} {status}")
+        tip = f"{state.kind.value} worker: {status}" + (f" (pid {state.pid})" if state.pid else "")
+        label.setToolTip(tip + (f"\n{state.detail}" if state.detail else ""))
+
+    def _insert_index(self, kind: WorkerKind) -> int:
+        order = list(WorkerKind)
+        return sum(1 for k in self.labels if k is not kind and order.index(k) < order.index(kind))
+
+
+class DemoNotice(QFrame):
+    """A dismissible banner saying which models are demos and how to add a real one."""
+
+    def __init__(self, on_dismiss=None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("notice")
+        self.setStyleSheet(NOTICE_STYLE)
+        self.label = QLabel(DEMO_NOTICE)
+        self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.TextFormat.PlainText)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Hide this notice")
+        close.clicked.connect(self.hide)
+        if on_dismiss is not None:
+            close.clicked.connect(on_dismiss)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(10, 6, 6, 6)
+        row.addWidget(self.label, 1)
+        row.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+
+
+class MainWindow(QMainWindow):
+    """Built around a bridge (real or fake); every tab is constructed as ``SomeTab(bridge)``."""
+
+    def __init__(self, bridge, settings: Settings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self.settings = settings if settings is not None else load_settings()
+        self.setWindowTitle("Hearth")
+        self.setWindowIcon(app_icon())
+        self._default_size()
+        self._build_tabs()
+        self._build_docks()
+        self._build_status_bar()
+        self._build_menus()
+        self._restore_layout()
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_tabs(self) -> None:
+        self.image_tab = ImageTab(self.bridge, settings=self.settings)
+        self.image_tabs = QTabWidget()
+        self.image_tabs.setDocumentMode(True)
+        self.image_tabs.addTab(self.image_tab, "Text to image")
+        self.image_tabs.addTab(
+            build_tab("app.brush_editor", "BrushEditor", "Brushes", self.bridge), "Brushes"
+        )
+        self.tabs = QTabWidget()
+        self.tabs.addTab(build_tab("app.chat_tab", "ChatTab", "Chat", self.bridge), "Chat")
+        self.tabs.addTab(self.image_tabs, "Image")
+        self.tabs.addTab(build_tab("app.video_tab", "VideoTab", "Video", self.bridge), "Video")
+        self.tabs.addTab(build_tab("app.music_tab", "MusicTab", "Music", self.bridge), "Music")
+        self.notice = DemoNotice(on_dismiss=self._dismiss_notice)
+        self.notice.setVisible(not self.settings.demo_notice_dismissed)
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.notice)
+        column.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+    def _build_docks(self) -> None:
+        self.jobs_state = JobsState(self.bridge, self)
+        self.jobs_state.load_history()
+        self.jobs_panel = JobsPanel(self.jobs_state)
+        self.memory_state = MemoryState(interval_s=self.settings.memory_refresh_s, parent=self)
+        self.memory_panel = MemoryPanel(self.memory_state)
+        self.jobs_dock = self._dock("Jobs", self.jobs_panel)
+        self.memory_dock = self._dock("Memory", self.memory_panel)
+        self.splitDockWidget(self.jobs_dock, self.memory_dock, Qt.Orientation.Vertical)
+
+    def _default_size(self) -> None:
+        screen = self.screen().availableGeometry() if self.screen() else None
+        width, height = DEFAULT_SIZE
+        if screen is not None:
+            width, height = min(width, screen.width()), min(height, screen.height())
+        self.resize(width, height)
+
+    def _size_docks(self) -> None:
+        """First-run dock sizes; Qt only honours them once the window has its real size."""
+        docks = [self.jobs_dock, self.memory_dock]
+        self.resizeDocks([self.jobs_dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+        self.resizeDocks(docks, [self.height() * 9 // 20, self.height() * 11 // 20], Qt.Orientation.Vertical)
+
+    def _dock(self, title: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        widget.setMinimumWidth(260)
+        dock.setObjectName(f"{title.lower()}_dock")  # saveState needs stable names
+        dock.setWidget(widget)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        return dock
+
+    def _build_status_bar(self) -> None:
+        self.worker_status = WorkerStatusView(self.bridge)
+        self.statusBar().addPermanentWidget(self.worker_status)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        outputs = QAction("Open outputs folder", self, triggered=self._open_outputs)
+        quit_action = QAction("&Quit", self, triggered=self.close)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        file_menu.addActions([outputs, quit_action])
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addActions([self.jobs_dock.toggleViewAction(), self.memory_dock.toggleViewAction()])
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(QAction("Adding a real model…", self, triggered=self._how_to_add_models))
+
+    def _restore_layout(self) -> None:
+        if self.settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
+        restored = bool(self.settings.window_state) and self.restoreState(
+            QByteArray.fromBase64(self.settings.window_state.encode())
+        )
+        self._docks_sized = restored
+
+    # ------------------------------------------------------------------ actions
+
+    def tab_titles(self) -> list[str]:
+        return [self.tabs.tabText(i) for i in range(self.tabs.count())]
+
+    def _dismiss_notice(self) -> None:
+        self.settings.demo_notice_dismissed = True
+
+    def _open_outputs(self) -> None:
+        from workers.paths import outputs_dir
+
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(outputs_dir())))
+
+    def _how_to_add_models(self) -> None:
+        QMessageBox.information(self, "Adding a real model", HOW_TO_ADD_MODELS)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not self._docks_sized:
+            self._docks_sized = True
+            QTimer.singleShot(0, self._size_docks)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.memory_state.stop(wait_s=3.0)
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
+        self.settings.window_state = bytes(self.saveState().toBase64()).decode()
+        self.image_tab.store_settings(self.settings)
+        try:
+            save_settings(self.settings)
+        except OSError as exc:
+            self.statusBar().showMessage(f"Settings not saved: {exc}")
+        super().closeEvent(event)

@@ -1,0 +1,170 @@
+"""View-state of the Video tab: the render settings, the running job (progress, ETA, previews) and
+the result. Widgets bind to the ``*_changed`` signals; nothing here draws. Events from the bridge
+are filtered on this tab's own job id."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from models.catalog import ModelKind, entries
+from workers.errors import HearthError
+from workers.protocol import Cancelled, Failed, Finished, Output, Progress, VideoRequest
+
+
+@dataclass(frozen=True, slots=True)
+class VideoSettings:
+    """What the next render is made with."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    frames: int = 8
+    fps: int = 8
+    width: int = 64
+    height: int = 64
+    steps: int = 8
+    guidance: float = 7.5
+    seed: int = 0
+    model: str = "demo-animatediff"
+    manual_slices: int = 0
+    """0: slices chosen from the memory the arbiter grants; N: N frame and N spatial slices."""
+    step_rehash: bool = False
+    format: str = "mp4"
+
+    def request(self) -> VideoRequest:
+        memory_mode = f"slices:{self.manual_slices}" if self.manual_slices else "auto"
+        return VideoRequest(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            frames=self.frames,
+            fps=self.fps,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance=self.guidance,
+            seed=self.seed,
+            model=self.model.strip(),
+            memory_mode=memory_mode,
+            step_rehash=self.step_rehash,
+            format=self.format,
+        )
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+
+
+class VideoState(QObject):
+    """Everything the Video tab shows, and the actions its buttons trigger."""
+
+    settings_changed = Signal()
+    busy_changed = Signal(bool)
+    progress_changed = Signal(int, int, str)
+    """(step, total, "ETA ..." or "")."""
+    preview_changed = Signal(bytes)
+    status_changed = Signal(str)
+    result_changed = Signal(str)
+
+    def __init__(self, bridge, clock=time.monotonic) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.clock = clock
+        self.settings = VideoSettings()
+        self.job_id = ""
+        self.result = ""
+        self.status = ""
+        self._started_at = 0.0
+        self._first_step: tuple[int, float] | None = None
+        bridge.event.connect(self.on_event)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.job_id)
+
+    def models(self) -> list[tuple[str, str]]:
+        """(id, title) of the catalog's video models; any hub id, folder or file can be typed too."""
+        return [(e.id, e.title) for e in entries(ModelKind.video)]
+
+    def update_settings(self, **changes) -> None:
+        self.settings = replace(self.settings, **changes)
+        self.settings_changed.emit()
+
+    # -- actions --------------------------------------------------------------------------
+
+    def generate(self) -> bool:
+        """Submit a render; a bad setting is shown as the status and nothing is submitted."""
+        if self.busy:
+            return False
+        try:
+            self.job_id = self.bridge.submit(self.settings.request())
+        except HearthError as exc:
+            self._set_status(str(exc))
+            return False
+        self._started_at, self._first_step = self.clock(), None
+        self._set_status("queued")
+        self.progress_changed.emit(0, self.settings.steps, "")
+        self.busy_changed.emit(True)
+        return True
+
+    def stop(self) -> None:
+        if self.job_id:
+            self.bridge.cancel(self.job_id)
+            self._set_status("stopping at the next step")
+
+    def export_as(self, path: str) -> Path:
+        """Re-export the result (frames and parameters) to ``path``; its suffix picks the format."""
+        from workers.video.export import export_video, read_frames, read_metadata
+
+        if not self.result:
+            raise HearthError("there is no video to export yet")
+        frames, fps = read_frames(Path(self.result))
+        params = read_metadata(Path(self.result)) or {"prompt": self.settings.prompt}
+        written = export_video(frames, Path(path), round(fps), dict(params, exported_from=self.result))
+        self._set_status(f"exported {written.name}")
+        return written
+
+    # -- events ---------------------------------------------------------------------------
+
+    def on_event(self, event) -> None:
+        if getattr(event, "job_id", None) != self.job_id or not self.job_id:
+            return
+        match event:
+            case Progress(total=0, message=message):
+                self._set_status(message)
+            case Progress():
+                self._on_step(event)
+            case Output(path=path):
+                self.result = path
+                self.result_changed.emit(path)
+            case Finished(elapsed_s=elapsed):
+                self._end(f"done in {elapsed:.1f} s")
+            case Cancelled(at_step=step):
+                self._end(f"cancelled at step {step}")
+            case Failed(message=message):
+                self._end(f"failed: {message}")
+
+    def _on_step(self, event: Progress) -> None:
+        now = self.clock()
+        if self._first_step is None:
+            self._first_step = (event.step, now)
+        done_since, since = event.step - self._first_step[0], now - self._first_step[1]
+        eta = ""
+        if done_since > 0:
+            eta = f"ETA {format_eta(since / done_since * (event.total - event.step))}"
+        self.progress_changed.emit(event.step, event.total, eta)
+        if event.preview_png:
+            self.preview_changed.emit(event.preview_png)
+        self._set_status(event.message or f"step {event.step}/{event.total}")
+
+    def _end(self, status: str) -> None:
+        self.job_id = ""
+        self._set_status(status)
+        self.busy_changed.emit(False)
+
+    def _set_status(self, text: str) -> None:
+        self.status = text
+        self.status_changed.emit(text)

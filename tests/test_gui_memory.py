@@ -1,0 +1,120 @@
+"""The Memory panel shows the arbiter's ledger, read off the GUI thread, and copes with no arbiter."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.memory_panel import NOT_RUNNING, MemoryPanel, MemoryState
+from workers.arbiter.messages import LeaseInfo, LedgerSnapshot, Tier, WaitInfo
+from workers.arbiter.units import GiB, MiB
+from workers.protocol import Priority
+
+SNAPSHOT = LedgerSnapshot(
+    budget=6 * GiB,
+    total=8 * GiB,
+    headroom=512 * MiB,
+    used_outside=1536 * MiB,
+    device="simulated 8 GiB",
+    leases=(
+        LeaseInfo(
+            lease_id="l1",
+            owner="image worker",
+            pid=42,
+            job="demo-sd",
+            priority=Priority.single_shot,
+            bytes=3 * GiB,
+            tier="resident",
+            idle=True,
+            revoking=False,
+        ),
+    ),
+    waiting=(
+        WaitInfo(
+            request_id="r1",
+            owner="video worker",
+            job="demo-animatediff",
+            priority=Priority.background,
+            reason="waiting for 4.0 GiB; 3.0 GiB free",
+        ),
+    ),
+)
+
+
+class ScriptedReader:
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+
+    def read(self):
+        return self.snapshot
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def make_panel(qtbot):
+    states = []
+
+    def make(reader_factory=None):
+        state = MemoryState(interval_s=0.1, **({"reader_factory": reader_factory} if reader_factory else {}))
+        panel = MemoryPanel(state)
+        qtbot.addWidget(panel)
+        panel.show()
+        states.append(state)
+        return panel
+
+    yield make
+    for state in states:
+        state.stop(wait_s=5)
+
+
+def test_panel_shows_budget_leases_and_waiting_requests(qtbot, make_panel):
+    panel = make_panel(lambda: ScriptedReader(SNAPSHOT))
+    qtbot.waitUntil(lambda: panel.state.snapshot is not None, timeout=5000)
+    assert panel.figures["budget"].text() == "6.0 GiB"
+    assert panel.figures["outside"].text() == "1.5 GiB"
+    assert panel.figures["free"].text() == "3.0 GiB"
+    assert [panel.leases.item(0, c).text() for c in range(4)] == [
+        "image worker",
+        "demo-sd",
+        "3.0 GiB (resident)",
+        "idle (warm)",
+    ]
+    assert panel.waiting.item(0, 3).text() == "waiting for 4.0 GiB; 3.0 GiB free"
+    assert panel.usage.value() == 500 and panel.usage.format() == "3.0 GiB of 6.0 GiB leased"
+
+
+def test_panel_says_so_when_no_arbiter_runs(qtbot, make_panel):
+    panel = make_panel()
+    qtbot.waitUntil(lambda: panel.state.polled, timeout=5000)
+    assert panel.status.text() == NOT_RUNNING
+    assert panel.leases.rowCount() == 0
+
+
+def test_panel_shows_a_real_arbiters_lease(qtbot, make_panel):
+    from workers.arbiter.client import ArbiterClient
+
+    with ArbiterClient("test worker") as client:
+        lease = client.acquire(
+            "test job", Priority.single_shot, [Tier(name="resident", bytes=256 * MiB)], timeout=30
+        )
+        panel = make_panel()
+        qtbot.waitUntil(lambda: bool(panel.state.snapshot and panel.state.snapshot.leases), timeout=15000)
+        assert panel.leases.item(0, 0).text() == "test worker"
+        assert panel.leases.item(0, 2).text() == "256 MiB (resident)"
+        lease.release()
+
+
+def test_polling_stops_when_the_panel_is_hidden(qtbot, make_panel):
+    panel = make_panel(lambda: ScriptedReader(SNAPSHOT))
+    qtbot.waitUntil(lambda: panel.state.running, timeout=2000)
+    panel.hide()
+    assert not panel.state.running
+
+
+def test_polling_resumes_when_the_panel_is_shown_again(qtbot, make_panel):
+    panel = make_panel(lambda: ScriptedReader(SNAPSHOT))
+    qtbot.waitUntil(lambda: panel.state.running, timeout=2000)
+    panel.hide()
+    panel.show()
+    assert panel.state.running
