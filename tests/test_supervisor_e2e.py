@@ -111,7 +111,6 @@ def test_killed_worker_fails_job_and_next_job_succeeds(image_supervisor, tmp_pat
 def test_interactive_request_preempts_background_job_at_a_step(image_supervisor, tmp_path, arbiter_address):
     """A background render yields its lease at a step boundary, then resumes and finishes."""
     from workers.arbiter.client import ArbiterClient
-
     from workers.arbiter.messages import Tier
 
     supervisor, recorder = image_supervisor
