@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     from app.bridge import Bridge
     from app.main_window import MainWindow
     from app.style import app_icon
+    from workers.logs import setup_logging
     from workers.supervisor import Supervisor
 
+    setup_logging("gui")
     app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
     app.setApplicationName("Hearth")
     app.setWindowIcon(app_icon())
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     _select_tab(window, args.tab)
     window.show()
     QTimer.singleShot(0, supervisor.start)  # after the first paint: the window never waits on workers
+    if not window.settings.welcome_shown and not args.screenshot:
+        QTimer.singleShot(300, window.show_welcome)  # first run only; non-modal, nothing waits on it
     if args.screenshot:
         QTimer.singleShot(args.screenshot_delay, lambda: _screenshot_and_quit(window, args.screenshot))
     _close_on_ctrl_c(window)

@@ -211,6 +211,8 @@ class MainWindow(QMainWindow):
         view_menu.addActions([self.jobs_dock.toggleViewAction(), self.memory_dock.toggleViewAction()])
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("Adding a real model…", self, triggered=self._how_to_add_models))
+        help_menu.addAction(QAction("Welcome…", self, triggered=self.show_welcome))
+        help_menu.addAction(QAction("Report a problem…", self, triggered=self._report_problem))
 
     def _restore_layout(self) -> None:
         if self.settings.window_geometry:
@@ -232,6 +234,18 @@ class MainWindow(QMainWindow):
         from workers.paths import outputs_dir
 
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(outputs_dir())))
+
+    def show_welcome(self) -> None:
+        from app.welcome import WelcomeDialog
+
+        self.settings.welcome_shown = True
+        self.welcome = WelcomeDialog(parent=self)
+        self.welcome.show()
+
+    def _report_problem(self) -> None:
+        from app.report_dialog import ReportDialog
+
+        ReportDialog(self).exec()
 
     def _how_to_add_models(self) -> None:
         QMessageBox.information(self, "Adding a real model", HOW_TO_ADD_MODELS)

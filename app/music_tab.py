@@ -9,7 +9,7 @@ All logic lives in ``MusicState``.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, Qt, QUrl
+from PySide6.QtCore import QPointF, QUrl
 from PySide6.QtGui import QColor, QDesktopServices, QPainter, QPen
 from PySide6.QtWidgets import (
     QComboBox,
