@@ -1,0 +1,64 @@
+"""Memory estimates the quantization picker shows, computed without torch or loading a model."""
+
+from __future__ import annotations
+
+import json
+
+from models.catalog import MIB, entry
+from models.chat_memory import (
+    LLAMA_3_2_1B,
+    SMOLLM2_135M,
+    describe_estimate,
+    estimate_bytes,
+    shape_for,
+    shape_from_config,
+    weight_bytes,
+)
+
+
+def test_smollm2_shape_has_its_135m_parameters():
+    assert 134_000_000 < SMOLLM2_135M.linear_params + SMOLLM2_135M.dense_params < 135_000_000
+    assert 1_200_000_000 < LLAMA_3_2_1B.linear_params + LLAMA_3_2_1B.dense_params < 1_300_000_000
+
+
+def test_leaner_quantizations_need_less_memory():
+    sizes = [estimate_bytes(SMOLLM2_135M, q) for q in ("fp32", "bf16", "int8", "nf4")]
+    assert sizes == sorted(sizes, reverse=True)
+    assert estimate_bytes(SMOLLM2_135M, "fp4") < estimate_bytes(SMOLLM2_135M, "int8")
+
+
+def test_weight_estimates_match_the_catalog_within_a_fifth():
+    catalog = entry("smollm2-135m-instruct").memory_bytes
+    for quant in ("fp32", "bf16", "int8", "nf4"):
+        assert abs(weight_bytes(SMOLLM2_135M, quant) - catalog[quant]) < 0.2 * catalog[quant], quant
+
+
+def test_shape_from_a_local_folder_and_the_hub_id_fallback(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "vocab_size": 1000,
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "intermediate_size": 128,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 256,
+            }
+        )
+    )
+    shape = shape_for(str(folder))
+    assert shape == shape_from_config(json.loads((folder / "config.json").read_text()))
+    assert (shape.layers, shape.kv_heads, shape.context) == (2, 2, 256)
+    assert shape_for("nobody/not-cached-anywhere") is None
+    assert "known once the model is loaded" in describe_estimate("nobody/not-cached-anywhere", "nf4")
+
+
+def test_described_estimate_reads_like_the_picker_label():
+    assert describe_estimate("smollm2-135m-instruct", "nf4").startswith("memory: about ")
+    assert "MiB with nf4" in describe_estimate("smollm2-135m-instruct", "nf4")
+    auto = describe_estimate("smollm2-135m-instruct", "auto")
+    assert "(nf4) to" in auto and "(bf16)" in auto
+    assert estimate_bytes(SMOLLM2_135M, "bf16") > 270 * MIB

@@ -1,0 +1,401 @@
+"""Chat jobs: one assistant turn, streamed token by token into the GUI/CLI and the conversation store.
+
+Order of work: validate, lease memory for the model (the granted tier *is* the quantization when
+the user picked "auto"), fit the conversation into the context window (oldest turns dropped,
+the user told), then ``generate`` with a streamer that, for every token, writes the text to the
+conversation (durably), sends a ``TextDelta`` and calls ``ctx.step`` (cancel + revoke point).
+Assisted decoding (a draft model, or prompt lookup) is verified by the target model, so greedy
+output is identical to plain decoding (Leviathan et al.; SpecExec and Dovetail build on it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from dataclasses import dataclass, field
+
+from models.chat_memory import est_token_seconds, estimate_bytes, shape_from_config
+from workers.context import JobContext, MemoryTier
+from workers.conversations import ConversationStore
+from workers.errors import BadInput
+from workers.protocol import ChatMessage, ChatRequest
+
+PROMPT_LOOKUP_TOKENS = 10
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def warm_up() -> None:
+    """Pay the transformers import (about 3 s) before the worker says Hello."""
+    import torch  # noqa: F401
+    from transformers import AutoModelForCausalLM  # noqa: F401
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def run(ctx: JobContext, request: ChatRequest) -> None:
+    request.validate()
+    if request.conversation_id:
+        _check_conversation(request.conversation_id)
+    slots = [prepare_model(ctx, request.model, request.quant, request.allow_pickle, role="chat")]
+    if request.assisted and request.assisted != "prompt_lookup":
+        slots.append(prepare_model(ctx, request.assisted, "auto", request.allow_pickle, role="draft"))
+    chat, draft = slots[0].loaded, (slots[1].loaded if len(slots) > 1 else None)
+    limit = request.context_length or chat.context_limit
+    prompt_ids, max_new = fit_prompt(
+        chat.tokenizer, request.messages, limit, request.max_new_tokens, ctx.status
+    )
+    with contextlib.ExitStack() as busy, AnswerSink.open(ctx, request) as sink:
+        for slot in slots:
+            busy.enter_context(slot.busy())
+        stats = generate_answer(ctx, chat, draft, request, prompt_ids, max_new, sink)
+    for name, value in stats.items():
+        ctx.metric(name, value)
+
+
+def _check_conversation(conversation_id: str) -> None:
+    store = ConversationStore()
+    try:
+        store.get(conversation_id)
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- model and lease
+
+
+class ChatModelSlot:
+    """One model kept warm in the worker cache, reloaded only when its quantization changes."""
+
+    def __init__(self, spec: str, allow_pickle: bool) -> None:
+        self.spec = spec
+        self.allow_pickle = allow_pickle
+        self.loaded = None
+        self.generating = False
+        self.pending_quant = ""
+
+    def ensure(self, quant: str, on_status=lambda _: None):
+        from models.chat import load_chat_model
+
+        if self.generating:  # cannot swap weights under a running generate: takes effect next answer
+            self.pending_quant = quant
+            return self.loaded
+        if self.loaded is None or self.loaded.quant != quant:
+            self.unload()
+            self.loaded = load_chat_model(
+                self.spec, quant, allow_pickle=self.allow_pickle, on_status=on_status
+            )
+            _warm(self.loaded)
+        return self.loaded
+
+    @contextlib.contextmanager
+    def busy(self):
+        """While generating, an arbiter revoke cannot swap or drop the weights under generate()."""
+        self.generating = True
+        try:
+            yield
+        finally:
+            self.generating = False
+
+    def unload(self) -> None:
+        if self.loaded is None or self.generating:
+            return
+        device = self.loaded.device
+        self.loaded = None
+        gc.collect()
+        if device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _warm(chat) -> None:
+    """One short forward right after loading: first-call kernel selection and allocations belong to
+    the load, not to the first answer's time to first token."""
+    import torch
+
+    ids = torch.tensor([[chat.tokenizer.eos_token_id or 0] * 8], device=chat.model.device)
+    with torch.no_grad():
+        chat.model(input_ids=ids)
+
+
+def auto_quants(device: str) -> list[str]:
+    """Tiers for "auto", fastest and largest first; the arbiter grants the first that fits."""
+    if device == "cuda":
+        return ["bf16", "int8", "nf4"]
+    return ["fp32", "bf16", "nf4"]
+
+
+def prepare_model(ctx: JobContext, spec: str, quant: str, allow_pickle: bool, role: str):
+    """Resolve, lease and load ``spec``; returns its slot, loaded in the granted quantization."""
+    import json
+
+    from models.chat import pick_device, resolve_folder
+
+    folder = resolve_folder(spec, allow_pickle=allow_pickle, on_status=ctx.status)
+    shape = shape_from_config(json.loads((folder / "config.json").read_text()))
+    device = pick_device()
+    key = f"{role}:{spec}:{quant}"
+    slot = ctx.cache.get_or_load(key, lambda: ChatModelSlot(spec, allow_pickle))
+    names = auto_quants(device) if quant == "auto" else [quant]
+    tiers = [
+        MemoryTier(
+            name=name,
+            bytes=estimate_bytes(shape, name),
+            est_step_s=est_token_seconds(shape, name, device == "cuda"),
+            apply=lambda name=name: slot.ensure(name, ctx.status),
+        )
+        for name in names
+    ]
+    tier = ctx.lease_memory(key, tiers, on_release=slot.unload)
+    slot.ensure(slot.pending_quant or tier.name, ctx.status)
+    slot.pending_quant = ""
+    return slot
+
+
+# --------------------------------------------------------------------------- context window
+
+
+def _as_dicts(messages) -> list[dict]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def encode_chat(tokenizer, messages) -> list[int]:
+    """Token ids of ``messages`` through the model's own chat template, ready for the answer."""
+    from jinja2.exceptions import TemplateError
+
+    try:
+        ids = tokenizer.apply_chat_template(_as_dicts(messages), add_generation_prompt=True, tokenize=True)
+    except TemplateError:  # some templates refuse a system role: fold it into the first user turn
+        ids = tokenizer.apply_chat_template(
+            _as_dicts(_fold_system(messages)), add_generation_prompt=True, tokenize=True
+        )
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def _fold_system(messages) -> list[ChatMessage]:
+    system = "\n".join(m.content for m in messages if m.role == "system")
+    rest = [m for m in messages if m.role != "system"]
+    if system and rest and rest[0].role == "user":
+        rest[0] = ChatMessage(role="user", content=f"{system}\n\n{rest[0].content}")
+    return rest
+
+
+def fit_prompt(tokenizer, messages, limit: int, max_new_tokens: int, status) -> tuple[list[int], int]:
+    """Drop the oldest turns until prompt + answer fit in ``limit`` tokens; returns (ids, answer budget)."""
+    system = [m for m in messages if m.role == "system"]
+    turns = [m for m in messages if m.role != "system"]
+    reserve = min(max_new_tokens, limit // 2)
+    ids, dropped = encode_chat(tokenizer, system + turns), 0
+    while len(ids) + reserve > limit and any(m.role == "user" for m in turns[1:]):
+        turns.pop(0)
+        dropped += 1
+        while turns and turns[0].role != "user":
+            turns.pop(0)
+            dropped += 1
+        ids = encode_chat(tokenizer, system + turns)
+    if len(ids) >= limit:
+        raise BadInput(
+            f"your message is {len(ids)} tokens but the model's context window is {limit} tokens: "
+            "shorten it or start a new conversation"
+        )
+    if dropped:
+        status(
+            f"The conversation is longer than the model's context window ({limit} tokens): "
+            f"the {dropped} oldest message(s) were left out of this answer."
+        )
+    budget = min(max_new_tokens, limit - len(ids))
+    if budget < max_new_tokens:
+        status(f"The answer is limited to {budget} tokens to fit the context window ({limit} tokens).")
+    return ids, budget
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+@dataclass
+class AnswerSink:
+    """Where streamed text goes: the conversation first (durable), then the GUI/CLI."""
+
+    ctx: JobContext
+    store: ConversationStore | None = None
+    message_id: int = 0
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, ctx: JobContext, request: ChatRequest):
+        sink = cls(ctx)
+        if request.conversation_id:
+            sink.store = ConversationStore()
+            sink.message_id = sink.store.add_message(
+                request.conversation_id,
+                "assistant",
+                "",
+                state="streaming",
+                job_id=ctx.job_id,
+                model=request.model,
+            )
+        state = "stopped"
+        try:
+            yield sink
+            state = "done"
+        finally:
+            if sink.store is not None:
+                sink.store.set_message_state(sink.message_id, state)
+                sink.store.close()
+
+    def __call__(self, delta: str) -> None:
+        if self.store is not None:
+            self.store.append_to_message(self.message_id, delta)
+        self.ctx.text(delta)
+
+
+@dataclass
+class AnswerStreamer:
+    """A transformers streamer: decodes new tokens, holds back partial characters and possible stop
+    sequences, emits the rest, and marks a step per token (where a Stop takes effect)."""
+
+    tokenizer: object
+    ctx: JobContext
+    sink: object
+    stops: tuple[str, ...] = ()
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    shown: str = ""
+    prefix_offset: int = 0
+    read_offset: int = 0
+    stopped: bool = False
+    prompt_seen: bool = False
+    first_token_at: float = 0.0
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first hands over the prompt itself
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():  # assisted decoding hands over several at once
+            if self.stopped:
+                return
+            if not self.tokens:
+                self.first_token_at = time.perf_counter()
+            self.tokens.append(int(token))
+            self._emit(final=False)
+            self.ctx.step(len(self.tokens))
+
+    def end(self) -> None:
+        """Called by generate(); the final flush happens in ``finish`` so a cancel keeps its text."""
+
+    def finish(self) -> None:
+        self._emit(final=True)
+
+    def should_stop(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.stopped, dtype=torch.bool, device=input_ids.device)
+
+    def _decode_new(self, final: bool) -> None:
+        """Incremental detokenization (as in TGI and vLLM): decode a short window, so a token costs O(1)."""
+        decode = self.tokenizer.decode
+        window = decode(self.tokens[self.prefix_offset :], skip_special_tokens=True)
+        if window.endswith("\ufffd") and not final:  # half a multi-byte character: wait for the rest
+            return
+        prefix = decode(self.tokens[self.prefix_offset : self.read_offset], skip_special_tokens=True)
+        self.text += window[len(prefix) :]
+        self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
+
+    def _emit(self, final: bool) -> None:
+        self._decode_new(final)
+        text = self.text
+        since = max(0, len(self.shown) - max((len(s) for s in self.stops), default=0))
+        cut = min((i for i in (text.find(s, since) for s in self.stops if s) if i >= 0), default=-1)
+        if cut >= 0:
+            text, self.stopped, final = text[:cut], True, True
+        if not final:
+            text = text[: len(text) - _stop_prefix_length(text, self.stops)]
+        if len(text) > len(self.shown) and text.startswith(self.shown):
+            delta, self.shown = text[len(self.shown) :], text
+            self.sink(delta)
+
+
+def _stop_prefix_length(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of ``text`` that could still grow into a stop sequence."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def sampling_kwargs(request: ChatRequest) -> dict:
+    if request.temperature <= 0:
+        return {"do_sample": False, "repetition_penalty": request.repetition_penalty}
+    return {
+        "do_sample": True,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": request.top_k,
+        "repetition_penalty": request.repetition_penalty,
+    }
+
+
+def end_of_turn_ids(chat) -> list[int]:
+    vocab = chat.tokenizer.get_vocab()
+    ids = {vocab[token] for token in END_OF_TURN_TOKENS if token in vocab}
+    configured = chat.model.generation_config.eos_token_id
+    ids.update(configured if isinstance(configured, list) else [configured])
+    ids.add(chat.tokenizer.eos_token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+def assisted_kwargs(request: ChatRequest, chat, draft) -> dict:
+    if request.assisted == "prompt_lookup":
+        return {"prompt_lookup_num_tokens": PROMPT_LOOKUP_TOKENS}
+    if draft is None:
+        return {}
+    kwargs = {"assistant_model": draft.model}
+    if draft.tokenizer.get_vocab() != chat.tokenizer.get_vocab():  # universal assisted decoding
+        kwargs |= {"tokenizer": chat.tokenizer, "assistant_tokenizer": draft.tokenizer}
+    return kwargs
+
+
+def generate_answer(ctx, chat, draft, request: ChatRequest, prompt_ids, max_new: int, sink) -> dict:
+    import torch
+    from transformers import StoppingCriteriaList
+
+    streamer = AnswerStreamer(chat.tokenizer, ctx, sink, tuple(request.stop))
+    input_ids = torch.tensor([prompt_ids], device=chat.model.device)
+    eos = end_of_turn_ids(chat)
+    torch.manual_seed(request.seed)
+    start = time.perf_counter()
+    with torch.no_grad():
+        chat.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([streamer.should_stop]),
+            eos_token_id=eos,
+            pad_token_id=chat.tokenizer.pad_token_id or eos[0],
+            **sampling_kwargs(request),
+            **assisted_kwargs(request, chat, draft),
+        )
+    streamer.finish()
+    return answer_metrics(streamer, start, time.perf_counter(), len(prompt_ids))
+
+
+def answer_metrics(streamer: AnswerStreamer, start: float, end: float, prompt_tokens: int) -> dict:
+    new_tokens = len(streamer.tokens)
+    metrics = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens}
+    if new_tokens:
+        ttft = streamer.first_token_at - start
+        metrics |= {"ttft_s": ttft, "prefill_tok_s": prompt_tokens / max(ttft, 1e-9)}
+    if new_tokens > 1:
+        metrics["decode_tok_s"] = (new_tokens - 1) / max(end - streamer.first_token_at, 1e-9)
+    return metrics
