@@ -61,6 +61,12 @@ def _add_chat(p):
     p.add_argument("--quant", default="auto", choices=["auto", "nf4", "fp4", "int8", "bf16", "fp16", "fp32"])
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--assisted", default="", help="'prompt_lookup' or a draft model for assisted decoding")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin/.pt) weights")
 
 
 def _add_video(p):
@@ -94,7 +100,9 @@ def request_from_args(args: argparse.Namespace):
             messages = ((ChatMessage(role="system", content=args.system),) if args.system else ()) + (
                 ChatMessage(role="user", content=args.prompt),)
             request = ChatRequest(messages=messages, quant=args.quant, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.temperature, seed=args.seed, **model)
+                                  temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                                  repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
+                                  assisted=args.assisted, allow_pickle=args.allow_pickle, seed=args.seed, **model)
         case "video":
             request = VideoRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, frames=args.frames,
                                    fps=args.fps, steps=args.steps, width=args.width, height=args.height,
