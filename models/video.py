@@ -1,0 +1,242 @@
+"""Video model loaders (workers only): the demo AnimateDiff and Wan pipelines, and real ones.
+
+Demo models are tiny random-weight pipelines built from configs on first run (FIELD-NOTES.md
+§4(b),(c)), saved once with ``save_pretrained`` into the models folder and loaded back through
+the same ``from_pretrained`` path a real local model takes. Real models come from a hub id (cache
+first), a local diffusers folder, or a single-file checkpoint (AnimateDiff only).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from models.sources import SourceKind, classify
+from models.tiny_tokenizers import clip_tokenizer, fast_tokenizer
+from workers.errors import MissingModel
+from workers.paths import models_dir
+
+DEMO_ANIMATEDIFF_ID = "demo-animatediff"
+DEMO_WAN_ID = "demo-wan"
+ANIMATEDIFF_DEFAULT_MAX_FRAMES = 32
+"""AnimateDiff motion modules learn positional embeddings for this many frames (motion_max_seq_length)."""
+WAN_DEFAULT_MAX_FRAMES = 81
+"""Wan 2.1 is trained on clips of up to 81 frames (4k+1)."""
+
+
+def build_demo_animatediff(seed: int = 0):
+    """Tiny AnimateDiff (UNet + motion adapter, random weights) from configs; FIELD-NOTES.md §4(b)."""
+    import torch
+    from diffusers import (
+        AnimateDiffPipeline,
+        AutoencoderKL,
+        DDIMScheduler,
+        MotionAdapter,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    channels = (32, 64)
+    unet = UNet2DConditionModel(
+        block_out_channels=channels,
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=32,
+    )
+    motion_adapter = MotionAdapter(
+        block_out_channels=channels,
+        motion_layers_per_block=2,
+        motion_norm_num_groups=32,
+        motion_num_attention_heads=4,
+        motion_max_seq_length=ANIMATEDIFF_DEFAULT_MAX_FRAMES,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=32,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=5,
+            pad_token_id=1,
+            vocab_size=1000,
+        )
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = clip_tokenizer(Path(tmp))
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False, steps_offset=1
+    )
+    return AnimateDiffPipeline(
+        unet=unet,
+        motion_adapter=motion_adapter,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        feature_extractor=None,
+        image_encoder=None,
+    )
+
+
+def build_demo_wan(seed: int = 0):
+    """Tiny Wan text-to-video (transformer, causal 3D VAE, UMT5) from configs; FIELD-NOTES.md §4(c)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=320,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    return WanPipeline(
+        tokenizer=fast_tokenizer(vocab_size=300),
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        transformer=transformer,
+    )
+
+
+DEMO_BUILDERS = {DEMO_ANIMATEDIFF_ID: build_demo_animatediff, DEMO_WAN_ID: build_demo_wan}
+
+
+def ensure_demo(model_id: str) -> Path:
+    """Build and save a demo video model once (atomically, one process at a time); return its folder."""
+    target = models_dir() / model_id
+    if (target / "model_index.json").exists():
+        return target
+    with open(models_dir() / f".{model_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "model_index.json").exists():
+            staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=models_dir()))
+            try:
+                DEMO_BUILDERS[model_id]().save_pretrained(staging)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_video_pipeline(spec: str, allow_pickle: bool = False):
+    """Load an AnimateDiff or Wan text-to-video pipeline from any supported source, on CPU."""
+    source = classify(spec, allow_pickle=allow_pickle)
+    try:
+        if source.kind is SourceKind.catalog:
+            if spec not in DEMO_BUILDERS:
+                raise MissingModel(f"{spec} is not a video model")
+            pipe = _from_folder(ensure_demo(spec), allow_pickle)
+        elif source.kind is SourceKind.local_folder:
+            pipe = _from_folder(source.path, allow_pickle)
+        elif source.kind is SourceKind.single_file:
+            from diffusers import AnimateDiffPipeline
+
+            pipe = AnimateDiffPipeline.from_single_file(str(source.path))
+        elif source.kind is SourceKind.hub_id:
+            pipe = _from_hub(spec)
+        else:
+            raise MissingModel(f"{spec} is a {source.kind.value} file, not a video model")
+    except (OSError, ValueError, KeyError) as exc:
+        raise MissingModel(f"could not load video model {spec!r}: {exc}") from None
+    _require_video_pipeline(spec, pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _pipeline_class(folder: Path):
+    import diffusers
+
+    index = json.loads((Path(folder) / "model_index.json").read_text())
+    name = index.get("_class_name", "")
+    if name not in ("AnimateDiffPipeline", "WanPipeline"):
+        raise MissingModel(f"{folder} holds a {name or 'unknown'} pipeline; video needs AnimateDiff or Wan")
+    return getattr(diffusers, name)
+
+
+def _from_folder(folder: Path, allow_pickle: bool):
+    if not (Path(folder) / "model_index.json").exists():
+        raise MissingModel(f"{folder} has no model_index.json: not a diffusers pipeline folder")
+    return _pipeline_class(folder).from_pretrained(folder, use_safetensors=not allow_pickle)
+
+
+def _from_hub(hub_id: str):
+    """The huggingface_hub cache first (works offline), then a download when online."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.from_pretrained(hub_id, local_files_only=True)
+    except OSError:
+        return DiffusionPipeline.from_pretrained(hub_id)
+
+
+def _require_video_pipeline(spec: str, pipe) -> None:
+    if video_family(pipe) is None:
+        raise MissingModel(
+            f"{spec} is a {type(pipe).__name__}, not an AnimateDiff or Wan text-to-video model"
+        )
+
+
+def video_family(pipe) -> str | None:
+    """ "animatediff" (UNet + motion modules), "wan" (diffusion transformer) or None."""
+    names = {"AnimateDiffPipeline": "animatediff", "WanPipeline": "wan"}
+    return names.get(type(pipe).__name__)
+
+
+def max_frames(pipe) -> int:
+    """The longest clip the model can make in one window."""
+    if video_family(pipe) == "animatediff":
+        adapter_config = getattr(pipe.unet, "config", {})
+        return int(adapter_config.get("motion_max_seq_length", ANIMATEDIFF_DEFAULT_MAX_FRAMES))
+    return WAN_DEFAULT_MAX_FRAMES

@@ -1,0 +1,245 @@
+"""The video worker's job: text-to-video with memory-sliced diffusion (Streamlined Inference).
+
+One render reads top to bottom: check the output path, load the pipeline (kept warm), ask the
+arbiter for memory with tiers from ``memory_plan`` (background priority), denoise with the Feature
+Slicer / Operator Grouping (and Step Rehash when asked) reporting every step with a preview frame,
+checkpoint the latents, decode (retrying smaller on out-of-memory), export with metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from workers.context import JobContext
+from workers.errors import BadInput
+from workers.outputs import output_path, request_parameters
+from workers.protocol import VideoRequest
+
+PREVIEW_SIDE = 128
+FIRST_BLOCK_CACHE_THRESHOLD = 0.2
+"""Wan with step rehash: skip the remaining blocks while the first block's residual changes < 20%."""
+
+
+def warm_up() -> None:
+    """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello."""
+    import diffusers
+    import torch  # noqa: F401
+
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def run(ctx: JobContext, request: VideoRequest) -> None:
+    from models.video import load_video_pipeline, video_family
+    from workers.devices import compute_device
+    from workers.video.memory_plan import parse_memory_mode
+
+    request.validate()
+    path = _output_file(request, ctx.job_id)
+    slices = parse_memory_mode(request.memory_mode)
+    ctx.status(f"loading {request.model}")
+    key = f"video:{request.model}"
+    engine = ctx.cache.get_or_load(
+        key, lambda: VideoEngine(load_video_pipeline(request.model), compute_device())
+    )
+    check_frames(engine.pipe, video_family(engine.pipe), request)
+    plan = engine.lease(ctx, key, request, slices)
+    start = time.perf_counter()
+    latents = engine.denoise(ctx, request)
+    denoise_s = time.perf_counter() - start
+    params = request_parameters(
+        request,
+        tier=plan.tier,
+        frame_slices=plan.frame_slices,
+        spatial_slices=plan.spatial_slices,
+        denoise_seconds=round(denoise_s, 3),
+        sampler=type(engine.pipe.scheduler).__name__.removesuffix("Scheduler"),
+    )
+    frames = engine.decode(ctx, latents, params)
+    _export(ctx, frames, path, request, params)
+    ctx.metric("denoise_seconds", denoise_s)
+    ctx.metric("seconds", time.perf_counter() - start)
+
+
+def _output_file(request: VideoRequest, job_id: str) -> Path:
+    from workers.video.export import media_type
+
+    path = output_path(request.out_path, job_id, f".{request.format}")
+    media_type(path)  # an unsupported suffix fails now, before any work
+    return path
+
+
+def check_frames(pipe, family: str, request: VideoRequest) -> None:
+    """Frames beyond the model's window, or a shape the model cannot make, are refused with the fix."""
+    from models.video import max_frames
+
+    limit = max_frames(pipe)
+    if request.frames > limit:
+        raise BadInput(
+            f"{request.model} makes at most {limit} frames in one clip, got {request.frames}; "
+            f"lower the frame count"
+        )
+    if family == "wan":
+        if (request.frames - 1) % 4:
+            raise BadInput(f"Wan makes 4k+1 frames (5, 9, 13, ...), got {request.frames}")
+        if request.width % 16 or request.height % 16:
+            raise BadInput(
+                f"Wan needs width and height divisible by 16, got {request.width}x{request.height}"
+            )
+
+
+def _export(ctx: JobContext, frames, path: Path, request: VideoRequest, params: dict) -> None:
+    from workers.video.export import export_video, media_type
+
+    ctx.status(f"writing {path.name}")
+    export_video(list(frames), path, request.fps, params)
+    ctx.output(str(path), media_type(path))
+
+
+class VideoEngine:
+    """A loaded pipeline plus how it currently runs (plan, slicer); kept warm in the worker cache."""
+
+    def __init__(self, pipe, device: str) -> None:
+        from models.video import video_family
+
+        self.pipe = pipe
+        self.device = device
+        self.family = video_family(pipe)
+        self.plan = None
+        self.slicer = None
+        self._offloaded = False
+
+    # -- memory ---------------------------------------------------------------------------
+
+    def lease(self, ctx: JobContext, key: str, request: VideoRequest, slices: int):
+        """Ask the arbiter (tiers fast/large -> slow/small) and switch to the granted plan."""
+        from workers.video.memory_plan import manual_plan, plans, shape_of, tiers
+
+        shape = shape_of(
+            self.pipe, self.family, request.frames, request.height, request.width, request.guidance
+        )
+        plan_list = [manual_plan(shape, slices)] if slices else plans(shape)
+        granted = ctx.lease_memory(key, tiers(plan_list, self.apply), on_release=self.release)
+        # A lease kept warm from an earlier job returns its old tier: re-derive this render's plan.
+        plan = next((p for p in plan_list if p.tier == granted.name), plan_list[-1])
+        self.apply(plan)
+        return plan
+
+    def apply(self, plan) -> None:
+        """Switch to ``plan``; safe between any two denoising steps (slicing is exact)."""
+        self.plan = plan
+        if self.slicer is not None:
+            self.slicer.frame_slices = max(1, plan.frame_slices)
+            self.slicer.spatial_slices = max(1, plan.spatial_slices)
+        if self.family == "animatediff":
+            if plan.forward_chunking:
+                self.pipe.unet.enable_forward_chunking(chunk_size=1, dim=0)
+            else:
+                self.pipe.unet.disable_forward_chunking()
+        self._place_weights(plan.offload)
+
+    def _place_weights(self, offload: bool) -> None:
+        if self.device == "cpu" or self._offloaded:
+            return
+        if offload:  # diffusers' group offloading: weights stream in per leaf module
+            denoiser = self.pipe.unet if self.family == "animatediff" else self.pipe.transformer
+            denoiser.enable_group_offload(onload_device=self.device, offload_type="leaf_level")
+            self._offloaded = True
+            for name in ("text_encoder", "vae"):
+                getattr(self.pipe, name).to(self.device)
+        else:
+            self.pipe.to(self.device)
+
+    def release(self) -> None:
+        if not self._offloaded:
+            self.pipe.to("cpu")
+
+    # -- render ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def accelerated(self, request: VideoRequest):
+        """Install the slicer (sliced plans) and Step Rehash (when asked) for one render; removed after,
+        also on cancel or error, so the warm pipeline is stock again between jobs."""
+        from workers.video.rehash import StepRehash, uniform_key_steps
+        from workers.video.slicer import VideoSlicer
+
+        with contextlib.ExitStack() as stack:
+            if self.family == "animatediff" and self.plan.sliced:
+                self.slicer = stack.enter_context(
+                    VideoSlicer(self.pipe.unet, self.plan.frame_slices, self.plan.spatial_slices)
+                )
+                stack.callback(setattr, self, "slicer", None)
+            if self.family == "animatediff" and request.step_rehash:
+                keys = uniform_key_steps(request.steps, request.rehash_interval)
+                stack.enter_context(StepRehash(self.pipe.unet, keys, slicer=self.slicer))
+            elif request.step_rehash:  # transformers (Wan): diffusers' own FirstBlockCache does the job
+                from diffusers import FirstBlockCacheConfig
+
+                self.pipe.transformer.enable_cache(
+                    FirstBlockCacheConfig(threshold=FIRST_BLOCK_CACHE_THRESHOLD)
+                )
+                stack.callback(self.pipe.transformer.disable_cache)
+            yield
+
+    def denoise(self, ctx: JobContext, request: VideoRequest):
+        """Every step reports progress with a preview frame; a cancel stops at the next step."""
+        import torch
+
+        def on_step_end(pipeline, step, timestep, kwargs):
+            ctx.step(
+                step + 1,
+                request.steps,
+                f"step {step + 1}/{request.steps} ({self.plan.tier})",
+                preview=preview_frame(kwargs["latents"]),
+            )
+            return kwargs
+
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        extra = {"decode_chunk_size": 1} if self.family == "animatediff" else {}
+        with self.accelerated(request), torch.no_grad():
+            return self.pipe(
+                request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_frames=request.frames,
+                height=request.height,
+                width=request.width,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents"],
+                **extra,
+            ).frames
+
+    def decode(self, ctx: JobContext, latents, params: dict):
+        from workers.video.decode import checkpoint_path, decode_with_checkpoint
+
+        ctx.status("decoding frames")
+        checkpoint = checkpoint_path(ctx.job_id)
+        frames, used = decode_with_checkpoint(
+            self.pipe, self.family, latents, self.plan, checkpoint, params, on_status=ctx.status
+        )
+        params["decode_chunk"], params["decode_tiling"] = used.decode_chunk, used.vae_tiling
+        checkpoint.unlink(missing_ok=True)
+        return frames
+
+
+def preview_frame(latents):
+    """The middle frame of the first video as a small RGB image, straight from the latents (no VAE)."""
+    import torch
+    from PIL import Image
+
+    from workers.jobs.image import LATENT_RGB_FACTORS
+
+    frame = latents[0, :, latents.shape[2] // 2].float()  # (C, h, w)
+    if frame.shape[0] == len(LATENT_RGB_FACTORS):
+        rgb = torch.einsum("chw,cr->hwr", frame, torch.tensor(LATENT_RGB_FACTORS, device=frame.device))
+        rgb = (rgb + 1) * 127.5
+    else:  # other latent spaces (Wan): the first three channels, stretched to their range
+        rgb = frame[:3].permute(1, 2, 0)
+        rgb = (rgb - rgb.amin()) / (rgb.amax() - rgb.amin() + 1e-6) * 255
+    image = Image.fromarray(rgb.clamp(0, 255).to(torch.uint8).cpu().numpy())
+    scale = max(1, PREVIEW_SIDE // max(image.size))
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
