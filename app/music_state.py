@@ -123,7 +123,9 @@ class MusicState(QObject):
         from workers.music.export import read_audio, read_parameters
 
         audio, rate = read_audio(path)
-        self.song = Song(path=path, audio=audio, sample_rate=rate, partial=bool(read_parameters(path).get("partial")))
+        self.song = Song(
+            path=path, audio=audio, sample_rate=rate, partial=bool(read_parameters(path).get("partial"))
+        )
         self.song_changed.emit()
 
     def _length_note(self) -> str:

@@ -35,8 +35,10 @@ from workers.protocol import MusicRequest
 
 METERS = ("4/4", "3/4", "6/8", "2/4", "5/4", "7/8", "12/8")
 SAVE_FILTER = "WAV (*.wav);;FLAC (*.flac);;OGG Vorbis (*.ogg)"
-NO_PLAYBACK = ("Playback needs QtMultimedia (the full PySide6 package, and libpulse on Linux), which is not "
-               "installed here: use \"Open in system player\".")
+NO_PLAYBACK = (
+    "Playback needs QtMultimedia (the full PySide6 package, and libpulse on Linux), which is not "
+    'installed here: use "Open in system player".'
+)
 
 
 class WaveformView(QWidget):
@@ -99,11 +101,23 @@ class MusicTab(QWidget):
         self.model_picker = QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS)
         for model_id, title in music_models():
             self.model_picker.addItem(title, model_id)
-        self.chord_note = QLabel("Chords and BPM steer MusicGen-Melody through its chroma input; other "
-                                 "models read them as words in the prompt.", panel, wordWrap=True)
-        for label, widget in (("Prompt", self.prompt), ("Duration", self.seconds), ("Chords", self.chords),
-                              ("Tempo", self.bpm), ("Meter", self.meter), ("Guidance", self.guidance),
-                              ("Temperature", self.temperature), ("Seed", self.seed), ("Model", self.model_picker)):
+        self.chord_note = QLabel(
+            "Chords and BPM steer MusicGen-Melody through its chroma input; other "
+            "models read them as words in the prompt.",
+            panel,
+            wordWrap=True,
+        )
+        for label, widget in (
+            ("Prompt", self.prompt),
+            ("Duration", self.seconds),
+            ("Chords", self.chords),
+            ("Tempo", self.bpm),
+            ("Meter", self.meter),
+            ("Guidance", self.guidance),
+            ("Temperature", self.temperature),
+            ("Seed", self.seed),
+            ("Model", self.model_picker),
+        ):
             form.addRow(label, widget)
         form.addRow(self.chord_note)
         return panel
@@ -150,10 +164,17 @@ class MusicTab(QWidget):
     # -- actions --------------------------------------------------------------------------
 
     def request(self) -> MusicRequest:
-        return MusicRequest(prompt=self.prompt.toPlainText(), seconds=self.seconds.value(),
-                            chords=self.chords.text().strip(), bpm=self.bpm.value(), meter=self.meter.currentText(),
-                            guidance=self.guidance.value(), temperature=self.temperature.value(),
-                            seed=self.seed.value(), model=self.model_id())
+        return MusicRequest(
+            prompt=self.prompt.toPlainText(),
+            seconds=self.seconds.value(),
+            chords=self.chords.text().strip(),
+            bpm=self.bpm.value(),
+            meter=self.meter.currentText(),
+            guidance=self.guidance.value(),
+            temperature=self.temperature.value(),
+            seed=self.seed.value(),
+            model=self.model_id(),
+        )
 
     def model_id(self) -> str:
         """The catalog id behind a picked title, or what the user typed (hub id, folder)."""
@@ -199,7 +220,9 @@ class MusicTab(QWidget):
         song = self.state.song
         self.waveform.show_song(song)
         partial = " (partial: stopped early)" if song and song.partial else ""
-        self.length_label.setText(f"{song.seconds:.2f} s, {song.sample_rate} Hz{partial}  {song.path}" if song else "")
+        self.length_label.setText(
+            f"{song.seconds:.2f} s, {song.sample_rate} Hz{partial}  {song.path}" if song else ""
+        )
         for button in (self.system_player_button, self.save_button):
             button.setEnabled(song is not None)
         self.play_button.setEnabled(song is not None and self.player is not None)

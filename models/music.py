@@ -1,0 +1,232 @@
+"""Music model loaders (workers only): the demo MusicGen / MusicGen-Melody models and real ones.
+
+The demo models are tiny random-weight MusicGen models (T5-style text encoder, EnCodec, decoder)
+built from configs on first run (FIELD-NOTES.md §5), saved once with ``save_pretrained`` into the
+models folder and loaded back through the same ``from_pretrained`` path a real folder takes.
+Real models come from a hub id (cache first, then online) or a local transformers folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.sources import SourceKind, classify
+from models.tiny_tokenizers import fast_tokenizer
+from workers.errors import MissingModel
+from workers.paths import models_dir
+
+DEMO_MUSICGEN_ID = "demo-musicgen"
+DEMO_MELODY_ID = "demo-musicgen-melody"
+DEMO_IDS = (DEMO_MUSICGEN_ID, DEMO_MELODY_ID)
+DEMO_CODEBOOK_SIZE = 64
+MELODY_MODEL_TYPE = "musicgen_melody"
+TRAINED_WINDOW_S = 30.0
+"""MusicGen was trained on 30 s clips: longer windows drift even where positions would allow them."""
+CHROMA_HOP = 4096
+"""Hop length of MusicGen-Melody's chroma feature extractor (7.8125 chroma frames/s at 32 kHz)."""
+
+
+@dataclass
+class MusicModel:
+    """A loaded MusicGen(-Melody) model with what the music pipeline needs to know about it."""
+
+    spec: str
+    model: Any
+    tokenizer: Any
+    melody: bool
+    demo: bool
+    sample_rate: int
+    frame_rate: float
+    """Codec frames (decoder tokens per codebook) per second of audio."""
+    num_codebooks: int
+    channels: int
+    max_window_s: float
+    """Longest stretch one ``generate`` call may produce."""
+
+    @property
+    def hop(self) -> int:
+        """Audio samples per codec frame."""
+        return round(self.sample_rate / self.frame_rate)
+
+    @property
+    def chroma_frame_rate(self) -> float:
+        return self.sample_rate / CHROMA_HOP
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+
+def _tiny_configs():
+    from transformers import EncodecConfig, T5Config
+
+    text = T5Config(
+        vocab_size=320,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    # 1.2 kbps at 100 frames/s and 6-bit codebooks = exactly 2 codebooks, matching the decoder.
+    audio = EncodecConfig(
+        sampling_rate=32000,
+        target_bandwidths=[1.2],
+        hidden_size=16,
+        num_filters=4,
+        num_residual_layers=1,
+        upsampling_ratios=[8, 5, 4, 2],
+        num_lstm_layers=1,
+        codebook_size=DEMO_CODEBOOK_SIZE,
+        codebook_dim=16,
+        compress=2,
+    )
+    decoder = dict(
+        vocab_size=DEMO_CODEBOOK_SIZE,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        num_codebooks=2,
+        max_position_embeddings=512,
+        pad_token_id=DEMO_CODEBOOK_SIZE,
+        bos_token_id=DEMO_CODEBOOK_SIZE,
+        audio_channels=1,
+    )
+    return text, audio, decoder
+
+
+def build_demo_music(melody: bool = False, seed: int = 0):
+    """Tiny MusicGen (or MusicGen-Melody) with random weights, and its tokenizer; no downloads."""
+    import torch
+    from transformers import (
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+    )
+
+    torch.manual_seed(seed)
+    text, audio, decoder = _tiny_configs()
+    if melody:
+        config = MusicgenMelodyConfig(
+            text_encoder=text,
+            audio_encoder=audio,
+            decoder=MusicgenMelodyDecoderConfig(**decoder),
+            num_chroma=12,
+            chroma_length=round(TRAINED_WINDOW_S * 32000 / CHROMA_HOP),
+        )
+        model = MusicgenMelodyForConditionalGeneration(config).eval()
+    else:
+        config = MusicgenConfig(
+            text_encoder=text, audio_encoder=audio, decoder=MusicgenDecoderConfig(**decoder)
+        )
+        model = MusicgenForConditionalGeneration(config).eval()
+    # EnCodec initialises its codebooks to zeros: every code would decode to the same sound.
+    for layer in model.audio_encoder.quantizer.layers:
+        layer.codebook.embed.normal_()
+        layer.codebook.embed_avg.copy_(layer.codebook.embed)
+    model.generation_config.decoder_start_token_id = DEMO_CODEBOOK_SIZE
+    model.generation_config.pad_token_id = DEMO_CODEBOOK_SIZE
+    model.generation_config.do_sample = True
+    model.generation_config.guidance_scale = 3.0
+    return model, fast_tokenizer()
+
+
+def ensure_demo_music(model_id: str = DEMO_MUSICGEN_ID) -> Path:
+    """Build and save a demo model once (atomically, one process at a time); return its folder."""
+    target = models_dir() / model_id
+    if (target / "config.json").exists():
+        return target
+    with open(models_dir() / f".{model_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
+            staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=models_dir()))
+            try:
+                model, tokenizer = build_demo_music(melody=model_id == DEMO_MELODY_ID)
+                model.save_pretrained(staging)
+                tokenizer.save_pretrained(staging)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_music_model(spec: str, device: str = "cpu") -> MusicModel:
+    """Load MusicGen or MusicGen-Melody from a catalog id, a hub id or a local folder."""
+    source = classify(spec)
+    if source.kind is SourceKind.catalog:
+        if spec not in DEMO_IDS:
+            raise MissingModel(f"{spec} is not a music model; pick one of {', '.join(DEMO_IDS)}")
+        folder: str | Path = ensure_demo_music(spec)
+    elif source.kind in (SourceKind.local_folder, SourceKind.hub_id):
+        folder = source.path or spec
+    else:
+        raise MissingModel(f"{spec} is a {source.kind.value}; a music model is a MusicGen folder or hub id")
+    try:
+        model, tokenizer = _from_folder_or_hub(str(folder))
+    except (OSError, ValueError, KeyError) as exc:
+        raise MissingModel(f"could not load music model {spec!r}: {exc}") from None
+    return _describe(spec, model.to(device), tokenizer, demo=spec in DEMO_IDS)
+
+
+def _from_folder_or_hub(where: str):
+    """The huggingface_hub cache first (works offline), then a download when online."""
+    try:
+        return _load(where, local_files_only=True)
+    except OSError:
+        if Path(where).exists():
+            raise
+        return _load(where, local_files_only=False)
+
+
+def _load(where: str, local_files_only: bool):
+    from transformers import (
+        AutoConfig,
+        AutoTokenizer,
+        MusicgenForConditionalGeneration,
+        MusicgenMelodyForConditionalGeneration,
+    )
+
+    config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
+    if config.model_type not in ("musicgen", MELODY_MODEL_TYPE):
+        raise ValueError(f"it is a {config.model_type} model, not MusicGen or MusicGen-Melody")
+    model_class = (
+        MusicgenMelodyForConditionalGeneration
+        if config.model_type == MELODY_MODEL_TYPE
+        else MusicgenForConditionalGeneration
+    )
+    model = model_class.from_pretrained(where, local_files_only=local_files_only).eval()
+    tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
+    return model, tokenizer
+
+
+def _describe(spec: str, model, tokenizer, demo: bool) -> MusicModel:
+    audio = model.config.audio_encoder
+    decoder = model.config.decoder
+    frame_rate = float(audio.frame_rate)
+    # Leave room for the start token and the codebook delay pattern inside the position table.
+    positions_s = (decoder.max_position_embeddings - decoder.num_codebooks - 2) / frame_rate
+    return MusicModel(
+        spec=spec,
+        model=model,
+        tokenizer=tokenizer,
+        demo=demo,
+        melody=model.config.model_type == MELODY_MODEL_TYPE,
+        sample_rate=int(audio.sampling_rate),
+        frame_rate=frame_rate,
+        num_codebooks=int(decoder.num_codebooks),
+        channels=int(getattr(decoder, "audio_channels", 1)),
+        max_window_s=min(TRAINED_WINDOW_S, positions_s),
+    )
