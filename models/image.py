@@ -7,16 +7,13 @@ with ``save_pretrained`` into the models folder, then loaded back through the sa
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
+from models.demo_store import ensure_saved
 from models.sources import SourceKind, classify
 from models.tiny_tokenizers import clip_tokenizer
 from workers.errors import MissingModel
-from workers.paths import models_dir
 
 DEMO_SD_ID = "demo-sd"
 
@@ -49,20 +46,8 @@ def build_demo_sd(seed: int = 0):
 
 
 def ensure_demo_sd() -> Path:
-    """Build and save the demo model once (atomically, one process at a time); return its folder."""
-    target = models_dir() / DEMO_SD_ID
-    if (target / "model_index.json").exists():
-        return target
-    with open(models_dir() / f".{DEMO_SD_ID}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "model_index.json").exists():
-            staging = Path(tempfile.mkdtemp(prefix=f".{DEMO_SD_ID}-", dir=models_dir()))
-            try:
-                build_demo_sd().save_pretrained(staging)
-                os.replace(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """The demo model's folder, built and saved on first use."""
+    return ensure_saved(DEMO_SD_ID, lambda folder: build_demo_sd().save_pretrained(folder))
 
 
 def load_image_pipeline(spec: str, allow_pickle: bool = False):

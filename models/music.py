@@ -8,18 +8,14 @@ Real models come from a hub id (cache first, then online) or a local transformer
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.demo_store import TINY_T5, ensure_saved
 from models.sources import SourceKind, classify
 from models.tiny_tokenizers import fast_tokenizer
 from workers.errors import MissingModel
-from workers.paths import models_dir
 
 DEMO_MUSICGEN_ID = "demo-musicgen"
 DEMO_MELODY_ID = "demo-musicgen-melody"
@@ -65,18 +61,7 @@ class MusicModel:
 def _tiny_configs():
     from transformers import EncodecConfig, T5Config
 
-    text = T5Config(
-        vocab_size=320,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
+    text = T5Config(**TINY_T5)
     # 1.2 kbps at 100 frames/s and 6-bit codebooks = exactly 2 codebooks, matching the decoder.
     audio = EncodecConfig(
         sampling_rate=32000,
@@ -145,22 +130,14 @@ def build_demo_music(melody: bool = False, seed: int = 0):
 
 
 def ensure_demo_music(model_id: str = DEMO_MUSICGEN_ID) -> Path:
-    """Build and save a demo model once (atomically, one process at a time); return its folder."""
-    target = models_dir() / model_id
-    if (target / "config.json").exists():
-        return target
-    with open(models_dir() / f".{model_id}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").exists():
-            staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=models_dir()))
-            try:
-                model, tokenizer = build_demo_music(melody=model_id == DEMO_MELODY_ID)
-                model.save_pretrained(staging)
-                tokenizer.save_pretrained(staging)
-                os.replace(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """A demo music model's folder (model and tokenizer), built and saved on first use."""
+
+    def save(folder: Path) -> None:
+        model, tokenizer = build_demo_music(melody=model_id == DEMO_MELODY_ID)
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return ensure_saved(model_id, save, marker="config.json")
 
 
 def load_music_model(spec: str, device: str = "cpu") -> MusicModel:

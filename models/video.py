@@ -8,17 +8,14 @@ first), a local diffusers folder, or a single-file checkpoint (AnimateDiff only)
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
+from models.demo_store import TINY_T5, ensure_saved
 from models.sources import SourceKind, classify
 from models.tiny_tokenizers import clip_tokenizer, fast_tokenizer
 from workers.errors import MissingModel
-from workers.paths import models_dir
 
 DEMO_ANIMATEDIFF_ID = "demo-animatediff"
 DEMO_WAN_ID = "demo-wan"
@@ -114,18 +111,7 @@ def build_demo_wan(seed: int = 0):
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
     text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=320,
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
+        UMT5Config(**TINY_T5)
     )
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),
@@ -154,20 +140,8 @@ DEMO_BUILDERS = {DEMO_ANIMATEDIFF_ID: build_demo_animatediff, DEMO_WAN_ID: build
 
 
 def ensure_demo(model_id: str) -> Path:
-    """Build and save a demo video model once (atomically, one process at a time); return its folder."""
-    target = models_dir() / model_id
-    if (target / "model_index.json").exists():
-        return target
-    with open(models_dir() / f".{model_id}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "model_index.json").exists():
-            staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=models_dir()))
-            try:
-                DEMO_BUILDERS[model_id]().save_pretrained(staging)
-                os.replace(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """A demo video model's folder, built and saved on first use."""
+    return ensure_saved(model_id, lambda folder: DEMO_BUILDERS[model_id]().save_pretrained(folder))
 
 
 def load_video_pipeline(spec: str, allow_pickle: bool = False):
