@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chat(run.add_parser("chat", help="one chat answer, streamed"))
     _add_video(run.add_parser("video", help="text to video"))
     _add_music(run.add_parser("music", help="text to music"))
-    arbiter = commands.add_parser("arbiter", help="the VRAM arbiter").add_subparsers(dest="action", required=True)
+    arbiter = commands.add_parser("arbiter", help="the VRAM arbiter").add_subparsers(
+        dest="action", required=True
+    )
     arbiter.add_parser("status", help="print the ledger of VRAM leases")
     return parser
 
@@ -93,23 +95,60 @@ def request_from_args(args: argparse.Namespace):
     model = {"model": args.model} if args.model else {}
     match args.kind:
         case "image":
-            request = ImageRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
-                                   width=args.width, height=args.height, guidance=args.guidance, seed=args.seed,
-                                   out_path=_checked_out(args.out), **model)
+            request = ImageRequest(
+                prompt=args.prompt,
+                negative_prompt=args.negative_prompt,
+                steps=args.steps,
+                width=args.width,
+                height=args.height,
+                guidance=args.guidance,
+                seed=args.seed,
+                out_path=_checked_out(args.out),
+                **model,
+            )
         case "chat":
             messages = ((ChatMessage(role="system", content=args.system),) if args.system else ()) + (
-                ChatMessage(role="user", content=args.prompt),)
-            request = ChatRequest(messages=messages, quant=args.quant, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                                  repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
-                                  assisted=args.assisted, allow_pickle=args.allow_pickle, seed=args.seed, **model)
+                ChatMessage(role="user", content=args.prompt),
+            )
+            request = ChatRequest(
+                messages=messages,
+                quant=args.quant,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                top_k=args.top_k,
+                repetition_penalty=args.repetition_penalty,
+                stop=tuple(args.stop),
+                assisted=args.assisted,
+                allow_pickle=args.allow_pickle,
+                seed=args.seed,
+                **model,
+            )
         case "video":
-            request = VideoRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, frames=args.frames,
-                                   fps=args.fps, steps=args.steps, width=args.width, height=args.height,
-                                   guidance=args.guidance, seed=args.seed, out_path=_checked_out(args.out), **model)
+            request = VideoRequest(
+                prompt=args.prompt,
+                negative_prompt=args.negative_prompt,
+                frames=args.frames,
+                fps=args.fps,
+                steps=args.steps,
+                width=args.width,
+                height=args.height,
+                guidance=args.guidance,
+                seed=args.seed,
+                out_path=_checked_out(args.out),
+                **model,
+            )
         case "music":
-            request = MusicRequest(prompt=args.prompt, seconds=args.seconds, chords=args.chords, bpm=args.bpm,
-                                   meter=args.meter, seed=args.seed, out_path=_checked_out(args.out), **model)
+            request = MusicRequest(
+                prompt=args.prompt,
+                seconds=args.seconds,
+                chords=args.chords,
+                bpm=args.bpm,
+                meter=args.meter,
+                seed=args.seed,
+                out_path=_checked_out(args.out),
+                **model,
+            )
     request.validate()
     return request
 

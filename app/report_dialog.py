@@ -13,8 +13,10 @@ class ReportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Report a problem")
         self.report_path = None
-        self.info = QLabel("Hearth collects its log files, package versions and basic machine facts "
-                           "into one zip file. Prompts, chats and images are not included.")
+        self.info = QLabel(
+            "Hearth collects its log files, package versions and basic machine facts "
+            "into one zip file. Prompts, chats and images are not included."
+        )
         self.info.setWordWrap(True)
         self.include_history = QCheckBox("Also include the job history (contains your prompts)")
         self.result = QLabel("")

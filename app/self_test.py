@@ -30,13 +30,18 @@ def _run(tmp: str, timeout: float) -> int:
     from workers.supervisor import Supervisor
 
     events: queue.Queue = queue.Queue()
-    supervisor = Supervisor(kinds=[WorkerKind.image, WorkerKind.chat], listener=events.put, restore_queue=False)
+    supervisor = Supervisor(
+        kinds=[WorkerKind.image, WorkerKind.chat], listener=events.put, restore_queue=False
+    )
     started = time.monotonic()
     supervisor.start()
     try:
-        image_job = supervisor.submit(ImageRequest(prompt="self test", steps=2, out_path=os.path.join(tmp, "t.png")))
-        chat_job = supervisor.submit(ChatRequest(messages=(ChatMessage(role="user", content=CHAT_QUESTION),),
-                                                 max_new_tokens=24))
+        image_job = supervisor.submit(
+            ImageRequest(prompt="self test", steps=2, out_path=os.path.join(tmp, "t.png"))
+        )
+        chat_job = supervisor.submit(
+            ChatRequest(messages=(ChatMessage(role="user", content=CHAT_QUESTION),), max_new_tokens=24)
+        )
         ends, answer = _collect(events, {image_job, chat_job}, timeout, TextDelta, chat_job)
     finally:
         supervisor.shutdown()

@@ -39,7 +39,9 @@ class Settings:
     window_geometry: str = _setting("", "Window position and size (Qt saveGeometry, base64).")
     window_state: str = _setting("", "Dock layout (Qt saveState, base64).")
     demo_notice_dismissed: bool = _setting(False, "The demo-models notice was closed by the user.")
-    welcome_shown: bool = _setting(False, "The first-run welcome (machine, models, how to add one) was shown.")
+    welcome_shown: bool = _setting(
+        False, "The first-run welcome (machine, models, how to add one) was shown."
+    )
 
 
 def describe() -> dict[str, str]:

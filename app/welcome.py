@@ -32,12 +32,14 @@ def welcome_text(info: MachineInfo) -> str:
     profile = memory_profile(info)
     gpu = f"{info.gpu_name}, {info.vram_bytes / GIB:.1f} GB" if info.gpu_name else "no NVIDIA GPU found"
     models = "".join(f"<li>{line}</li>" for line in models_present())
-    return (f"<h2>Welcome to Hearth</h2>"
-            f"<p><b>GPU:</b> {gpu}<br><b>Memory:</b> {info.ram_bytes / GIB:.1f} GB RAM, {info.cpus} CPU threads"
-            f"<br><b>Memory profile:</b> {profile.name} — {profile.summary}</p>"
-            f"<p><b>Models present</b></p><ul>{models}</ul>"
-            f"<p>Demo models make noise: they show each pipeline working. {HOW_TO_ADD_MODELS}</p>"
-            f"<p>You can start chatting right away.</p>")
+    return (
+        f"<h2>Welcome to Hearth</h2>"
+        f"<p><b>GPU:</b> {gpu}<br><b>Memory:</b> {info.ram_bytes / GIB:.1f} GB RAM, {info.cpus} CPU threads"
+        f"<br><b>Memory profile:</b> {profile.name} — {profile.summary}</p>"
+        f"<p><b>Models present</b></p><ul>{models}</ul>"
+        f"<p>Demo models make noise: they show each pipeline working. {HOW_TO_ADD_MODELS}</p>"
+        f"<p>You can start chatting right away.</p>"
+    )
 
 
 class WelcomeDialog(QDialog):

@@ -74,11 +74,17 @@ def in_fresh_process(target: str, timeout: float = 600, threads: int = 1, **kwar
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), HEARTH_BENCH_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "bench.harness", target, json.dumps(kwargs)], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.harness", target, json.dumps(kwargs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
+            return json.loads(line[len(RESULT_MARK) :])
     raise RuntimeError(f"{target} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
@@ -134,11 +140,19 @@ def device_name() -> str:
     return f"cpu:{platform.processor() or platform.machine()}:{os.cpu_count()}cores"
 
 
-def emit(bench: str, config: dict, ours: dict, baseline: dict, ratio: dict, device: str | None = None,
-         **extra: Any) -> None:
+def emit(
+    bench: str, config: dict, ours: dict, baseline: dict, ratio: dict, device: str | None = None, **extra: Any
+) -> None:
     """Print the benchmark's result as the last line of stdout, one JSON object."""
-    record = {"bench": bench, "device": device or device_name(), "config": config, "ours": ours,
-              "baseline": baseline, "ratio": ratio, **extra}
+    record = {
+        "bench": bench,
+        "device": device or device_name(),
+        "config": config,
+        "ours": ours,
+        "baseline": baseline,
+        "ratio": ratio,
+        **extra,
+    }
     print(json.dumps(record, sort_keys=False))
 
 

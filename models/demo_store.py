@@ -13,8 +13,18 @@ from pathlib import Path
 from workers.paths import models_dir
 
 # The text-encoder size every tiny T5/UMT5 slot uses (video's Wan, music's MusicGen): FIELD-NOTES §4-5.
-TINY_T5 = dict(vocab_size=320, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-               relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+TINY_T5 = dict(
+    vocab_size=320,
+    d_model=32,
+    d_kv=8,
+    d_ff=64,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
 
 
 def ensure_saved(model_id: str, save: Callable[[Path], None], marker: str = "model_index.json") -> Path:

@@ -44,11 +44,17 @@ def classify(spec: str, *, allow_pickle: bool = False) -> ModelSource:
     if entry(spec) is not None:
         return ModelSource(SourceKind.catalog, spec)
     path = Path(spec).expanduser()
-    looks_like_path = spec.startswith(("/", ".", "~")) or path.suffix in (*PICKLE_SUFFIXES, *SAFE_SUFFIXES, ".gguf")
+    looks_like_path = spec.startswith(("/", ".", "~")) or path.suffix in (
+        *PICKLE_SUFFIXES,
+        *SAFE_SUFFIXES,
+        ".gguf",
+    )
     if path.exists():
         return _classify_path(spec, path, allow_pickle)
     if looks_like_path or not _HUB_ID.match(spec):
-        raise MissingModel(f"model {spec!r} not found: no such file or folder, and it is not a hub id (owner/name)")
+        raise MissingModel(
+            f"model {spec!r} not found: no such file or folder, and it is not a hub id (owner/name)"
+        )
     return ModelSource(SourceKind.hub_id, spec)
 
 
@@ -62,12 +68,16 @@ def _classify_path(spec: str, path: Path, allow_pickle: bool) -> ModelSource:
         return ModelSource(SourceKind.gguf, spec, path)
     if path.suffix in PICKLE_SUFFIXES:
         if not allow_pickle:
-            raise BadInput(f"{path.name} is a pickle checkpoint, which can run arbitrary code when loaded; "
-                           "convert it to .safetensors or allow pickle checkpoints in Settings")
+            raise BadInput(
+                f"{path.name} is a pickle checkpoint, which can run arbitrary code when loaded; "
+                "convert it to .safetensors or allow pickle checkpoints in Settings"
+            )
         return ModelSource(SourceKind.single_file, spec, path)
     if path.suffix in SAFE_SUFFIXES:
         return ModelSource(SourceKind.single_file, spec, path)
-    raise BadInput(f"{path.name}: unsupported model file type {path.suffix!r} (use .safetensors, .gguf or a folder)")
+    raise BadInput(
+        f"{path.name}: unsupported model file type {path.suffix!r} (use .safetensors, .gguf or a folder)"
+    )
 
 
 def require_gguf(path: Path) -> None:

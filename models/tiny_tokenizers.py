@@ -6,14 +6,24 @@ import json
 from pathlib import Path
 
 CORPUS = [
-    "a cat playing piano", "a dog running on the beach", "the quick brown fox jumps over the lazy dog",
-    "a cinematic shot of a city at night", "an astronaut riding a horse", "upbeat electronic music with drums",
-    "lofi beat with soft piano", "a red apple on a wooden table", "a portrait of a woman in the rain",
+    "a cat playing piano",
+    "a dog running on the beach",
+    "the quick brown fox jumps over the lazy dog",
+    "a cinematic shot of a city at night",
+    "an astronaut riding a horse",
+    "upbeat electronic music with drums",
+    "lofi beat with soft piano",
+    "a red apple on a wooden table",
+    "a portrait of a woman in the rain",
 ] * 20
 
 
 def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -60,8 +70,12 @@ def fast_tokenizer(vocab_size: int = 300, model_max_length: int = 512):
     tok = Tokenizer(models.BPE(unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[pad, eos, unk]))
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[pad, eos, unk])
+    )
     tok.post_processor = processors.TemplateProcessing(
-        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tok.token_to_id(eos))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad, unk_token=unk,
-                                   model_max_length=model_max_length)
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tok.token_to_id(eos))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=eos, pad_token=pad, unk_token=unk, model_max_length=model_max_length
+    )

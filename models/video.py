@@ -110,9 +110,7 @@ def build_demo_wan(seed: int = 0):
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(**TINY_T5)
-    )
+    text_encoder = UMT5EncoderModel(UMT5Config(**TINY_T5))
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,

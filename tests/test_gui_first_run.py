@@ -25,7 +25,9 @@ def test_welcome_describes_gpu_memory_profile_and_models(qtbot):
 
 
 def test_memory_profile_without_a_gpu_says_cpu_only():
-    assert memory_profile(MachineInfo(gpu_name="", vram_bytes=0, ram_bytes=8 * GIB, cpus=2)).name == "CPU only"
+    assert (
+        memory_profile(MachineInfo(gpu_name="", vram_bytes=0, ram_bytes=8 * GIB, cpus=2)).name == "CPU only"
+    )
 
 
 def test_welcome_is_remembered_once_shown(qtbot):

@@ -48,10 +48,14 @@ class Recorder:
             self.seen.append(event)
             if predicate(event):
                 return event
-        raise AssertionError(f"event not seen in {timeout}s; saw {[type(e).__name__ for e in self.seen[-20:]]}")
+        raise AssertionError(
+            f"event not seen in {timeout}s; saw {[type(e).__name__ for e in self.seen[-20:]]}"
+        )
 
     def job_end(self, job_id: str, timeout: float = 120.0):
-        return self.wait_for(lambda e: isinstance(e, (Finished, Cancelled, Failed)) and e.job_id == job_id, timeout)
+        return self.wait_for(
+            lambda e: isinstance(e, (Finished, Cancelled, Failed)) and e.job_id == job_id, timeout
+        )
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +107,9 @@ def test_killed_worker_fails_job_and_next_job_succeeds(image_supervisor, tmp_pat
     end = recorder.job_end(job)
     assert isinstance(end, Failed) and end.kind is ErrorKind.worker_crashed
     assert "restarted" in end.message
-    again = supervisor.submit(ImageRequest(prompt="after the crash", steps=2, out_path=str(tmp_path / "y.png")))
+    again = supervisor.submit(
+        ImageRequest(prompt="after the crash", steps=2, out_path=str(tmp_path / "y.png"))
+    )
     assert isinstance(recorder.job_end(again, timeout=180), Finished)
     assert (tmp_path / "y.png").exists()
 
@@ -114,17 +120,28 @@ def test_interactive_request_preempts_background_job_at_a_step(image_supervisor,
     from workers.arbiter.messages import Tier
 
     supervisor, recorder = image_supervisor
-    job = supervisor.submit(ImageRequest(prompt="background", steps=100, out_path=str(tmp_path / "bg.png")),
-                            priority=Priority.background)
+    job = supervisor.submit(
+        ImageRequest(prompt="background", steps=100, out_path=str(tmp_path / "bg.png")),
+        priority=Priority.background,
+    )
     recorder.wait_for(lambda e: isinstance(e, Progress) and e.job_id == job and e.step >= 2)
     client = ArbiterClient(owner="test-chat", address=arbiter_address)
     budget = client.status().budget
     granted: list = []
-    thread = threading.Thread(target=lambda: granted.append(client.acquire(
-        job="chat", priority=Priority.interactive, tiers=[Tier(name="all", bytes=budget - 1, est_step_s=0.01)],
-        timeout=60)))
+    thread = threading.Thread(
+        target=lambda: granted.append(
+            client.acquire(
+                job="chat",
+                priority=Priority.interactive,
+                tiers=[Tier(name="all", bytes=budget - 1, est_step_s=0.01)],
+                timeout=60,
+            )
+        )
+    )
     thread.start()
-    paused = recorder.wait_for(lambda e: isinstance(e, Progress) and e.job_id == job and "paused" in e.message)
+    paused = recorder.wait_for(
+        lambda e: isinstance(e, Progress) and e.job_id == job and "paused" in e.message
+    )
     thread.join(60)
     assert granted, "interactive request was not granted after the revoke"
     assert paused.step < 100

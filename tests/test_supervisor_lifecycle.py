@@ -46,8 +46,13 @@ def test_workers_die_with_a_killed_gui_process(tmp_path):
         print(s.worker_pid(WorkerKind.music), s.worker_pid(WorkerKind.chat), flush=True)
         time.sleep(120)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              cwd=os.getcwd(), env=dict(os.environ))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+        env=dict(os.environ),
+    )
     try:
         pids = [int(p) for p in parent.stdout.readline().split()]
         assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)

@@ -134,6 +134,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return base64.b64decode(value["__bytes__"])
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        if hint in (int, float, str, bool) and not (
+            isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+        ):
             raise MalformedMessage(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
     return value

@@ -88,8 +88,11 @@ class JobContext:
             raise JobCancelled(self.last_step)
 
     def progress(self, step: int, total: int, message: str = "", preview: Any = None) -> None:
-        self.send(Progress(job_id=self.job_id, step=step, total=total, message=message,
-                           preview_png=_preview_png(preview)))
+        self.send(
+            Progress(
+                job_id=self.job_id, step=step, total=total, message=message, preview_png=_preview_png(preview)
+            )
+        )
 
     def text(self, delta: str) -> None:
         if delta:
@@ -107,7 +110,9 @@ class JobContext:
 
     # -- memory ---------------------------------------------------------------------------
 
-    def lease_memory(self, key: str, tiers: Sequence[MemoryTier], on_release: Callable[[], None] = lambda: None) -> MemoryTier:
+    def lease_memory(
+        self, key: str, tiers: Sequence[MemoryTier], on_release: Callable[[], None] = lambda: None
+    ) -> MemoryTier:
         """Hold an arbiter lease for model ``key`` (kept warm across jobs); returns the granted tier.
 
         Blocks while the arbiter queues the request (reporting why), raises ``OutOfMemory``

@@ -56,21 +56,36 @@ class JobStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs(job_id, kind, priority, request, state, created, updated) VALUES (?,?,?,?,?,?,?)",
-                (job_id, request.kind.value, priority.value, encode(request).decode(), JobState.queued.value, now, now))
+                (
+                    job_id,
+                    request.kind.value,
+                    priority.value,
+                    encode(request).decode(),
+                    JobState.queued.value,
+                    now,
+                    now,
+                ),
+            )
 
     def set_state(self, job_id: str, state: JobState, error_kind: str = "", error_message: str = "") -> None:
         with self._lock:
-            self._db.execute("UPDATE jobs SET state=?, updated=?, error_kind=?, error_message=? WHERE job_id=?",
-                             (state.value, time.time(), error_kind, error_message, job_id))
+            self._db.execute(
+                "UPDATE jobs SET state=?, updated=?, error_kind=?, error_message=? WHERE job_id=?",
+                (state.value, time.time(), error_kind, error_message, job_id),
+            )
 
     def add_output(self, job_id: str, path: str) -> None:
         with self._lock:
-            self._db.execute("UPDATE jobs SET outputs = outputs || ? || char(10), updated=? WHERE job_id=?",
-                             (path, time.time(), job_id))
+            self._db.execute(
+                "UPDATE jobs SET outputs = outputs || ? || char(10), updated=? WHERE job_id=?",
+                (path, time.time(), job_id),
+            )
 
     def unfinished(self) -> list[JobRecord]:
         """Jobs queued or running when the app last stopped, oldest first: they are run again."""
-        return self._select("WHERE state IN (?, ?) ORDER BY created", (JobState.queued.value, JobState.running.value))
+        return self._select(
+            "WHERE state IN (?, ?) ORDER BY created", (JobState.queued.value, JobState.running.value)
+        )
 
     def history(self, limit: int = 200) -> list[JobRecord]:
         return self._select("ORDER BY created DESC LIMIT ?", (limit,))
@@ -87,7 +102,20 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT job_id, kind, priority, request, state, created, error_kind, error_message, outputs "
-                f"FROM jobs {where}", args).fetchall()
-        return [JobRecord(job_id=r[0], kind=r[1], priority=Priority(r[2]), request=decode(r[3]),
-                          state=JobState(r[4]), created=r[5], error_kind=r[6], error_message=r[7],
-                          outputs=tuple(p for p in r[8].split("\n") if p)) for r in rows]
+                f"FROM jobs {where}",
+                args,
+            ).fetchall()
+        return [
+            JobRecord(
+                job_id=r[0],
+                kind=r[1],
+                priority=Priority(r[2]),
+                request=decode(r[3]),
+                state=JobState(r[4]),
+                created=r[5],
+                error_kind=r[6],
+                error_message=r[7],
+                outputs=tuple(p for p in r[8].split("\n") if p),
+            )
+            for r in rows
+        ]

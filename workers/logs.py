@@ -18,8 +18,9 @@ def setup_logging(process_name: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     if any(getattr(h, "hearth", False) for h in root.handlers):
         return
-    handler = logging.handlers.RotatingFileHandler(log_dir() / f"{process_name}.log", maxBytes=MAX_BYTES,
-                                                   backupCount=BACKUPS, encoding="utf-8")
+    handler = logging.handlers.RotatingFileHandler(
+        log_dir() / f"{process_name}.log", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+    )
     handler.hearth = True
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)

@@ -31,8 +31,9 @@ def detect_machine(timeout_s: float = 3.0) -> MachineInfo:
     import psutil
 
     gpu, vram = _nvidia_gpu(timeout_s)
-    return MachineInfo(gpu_name=gpu, vram_bytes=vram, ram_bytes=psutil.virtual_memory().total,
-                       cpus=psutil.cpu_count() or 1)
+    return MachineInfo(
+        gpu_name=gpu, vram_bytes=vram, ram_bytes=psutil.virtual_memory().total, cpus=psutil.cpu_count() or 1
+    )
 
 
 def _nvidia_gpu(timeout_s: float) -> tuple[str, int]:
@@ -40,8 +41,13 @@ def _nvidia_gpu(timeout_s: float) -> tuple[str, int]:
     if not smi:
         return "", 0
     try:
-        out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=True,
+        ).stdout
         name, mib = out.splitlines()[0].rsplit(",", 1)
         return name.strip(), int(float(mib)) * 1024 * 1024
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
@@ -51,14 +57,26 @@ def _nvidia_gpu(timeout_s: float) -> tuple[str, int]:
 def memory_profile(info: MachineInfo) -> MemoryProfile:
     """The tier family the arbiter will usually grant here (mirrors the jobs' tier lists)."""
     if not info.gpu_name:
-        return MemoryProfile("CPU only", "Everything runs on the CPU: chat in bf16/nf4, images and video "
-                             "slowly, sliced to fit system memory.")
+        return MemoryProfile(
+            "CPU only",
+            "Everything runs on the CPU: chat in bf16/nf4, images and video "
+            "slowly, sliced to fit system memory.",
+        )
     vram = info.vram_bytes / GIB
     if vram < 7:
-        return MemoryProfile("Small GPU", f"{vram:.0f} GB: chat in nf4, images with offloading, video sliced "
-                             "and offloaded; one big model resident at a time.")
+        return MemoryProfile(
+            "Small GPU",
+            f"{vram:.0f} GB: chat in nf4, images with offloading, video sliced "
+            "and offloaded; one big model resident at a time.",
+        )
     if vram < 13:
-        return MemoryProfile("Mid GPU", f"{vram:.0f} GB: chat in nf4/int8, SD1.5 resident, video sliced; "
-                             "background renders yield to chat and brush edits.")
-    return MemoryProfile("Large GPU", f"{vram:.0f} GB: models resident in bf16/fp16, video with light "
-                         "slicing; several sub-apps stay warm together.")
+        return MemoryProfile(
+            "Mid GPU",
+            f"{vram:.0f} GB: chat in nf4/int8, SD1.5 resident, video sliced; "
+            "background renders yield to chat and brush edits.",
+        )
+    return MemoryProfile(
+        "Large GPU",
+        f"{vram:.0f} GB: models resident in bf16/fp16, video with light "
+        "slicing; several sub-apps stay warm together.",
+    )

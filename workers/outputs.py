@@ -34,9 +34,14 @@ def a1111_parameters(params: dict[str, Any]) -> str:
     lines = [params.get("prompt", "")]
     if params.get("negative_prompt"):
         lines.append(f"Negative prompt: {params['negative_prompt']}")
-    fields = {"Steps": params.get("steps"), "Sampler": params.get("sampler", "DDIM"),
-              "CFG scale": params.get("guidance"), "Seed": params.get("seed"),
-              "Size": f"{params.get('width')}x{params.get('height')}", "Model": params.get("model")}
+    fields = {
+        "Steps": params.get("steps"),
+        "Sampler": params.get("sampler", "DDIM"),
+        "CFG scale": params.get("guidance"),
+        "Seed": params.get("seed"),
+        "Size": f"{params.get('width')}x{params.get('height')}",
+        "Model": params.get("model"),
+    }
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v is not None))
     return "\n".join(lines)
 

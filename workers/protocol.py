@@ -148,7 +148,9 @@ class ChatRequest:
             if m.role not in ("system", "user", "assistant"):
                 raise BadInput(f"unknown chat role {m.role!r}")
         if self.quant not in ("auto", "fp32", "bf16", "fp16", "nf4", "fp4", "int8"):
-            raise BadInput(f"unknown quantization {self.quant!r}: use nf4, fp4, int8, bf16, fp16, fp32 or auto")
+            raise BadInput(
+                f"unknown quantization {self.quant!r}: use nf4, fp4, int8, bf16, fp16, fp32 or auto"
+            )
         _require_range("max new tokens", self.max_new_tokens, 1, 32768)
         _require_range("temperature", self.temperature, 0, 5)
         _require_range("top-p", self.top_p, 0.0, 1.0)
@@ -196,7 +198,9 @@ class VideoRequest:
         if self.format not in ("mp4", "gif", "webp"):
             raise BadInput(f"video format must be mp4, gif or webp, got {self.format!r}")
         if self.memory_mode != "auto" and not (
-            self.memory_mode.startswith("slices:") and self.memory_mode[7:].isdigit() and int(self.memory_mode[7:]) >= 1
+            self.memory_mode.startswith("slices:")
+            and self.memory_mode[7:].isdigit()
+            and int(self.memory_mode[7:]) >= 1
         ):
             raise BadInput(f"memory mode must be 'auto' or 'slices:N' (N >= 1), got {self.memory_mode!r}")
         _require_range("rehash interval", self.rehash_interval, 1, 100)

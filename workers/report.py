@@ -17,8 +17,18 @@ from pathlib import Path
 from workers.atomic import atomic_path
 from workers.paths import data_dir, database_path, log_dir
 
-PACKAGES = ("hearth", "torch", "diffusers", "transformers", "accelerate", "bitsandbytes", "PySide6-Essentials",
-            "soundfile", "numpy", "huggingface_hub")
+PACKAGES = (
+    "hearth",
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "bitsandbytes",
+    "PySide6-Essentials",
+    "soundfile",
+    "numpy",
+    "huggingface_hub",
+)
 
 
 def versions() -> dict[str, str]:
@@ -55,7 +65,9 @@ def write_report(target: Path | None = None, include_history: bool = False) -> P
 
 def _job_history() -> list[dict]:
     with sqlite3.connect(database_path()) as db:
-        rows = db.execute("SELECT job_id, kind, state, request, error_kind, error_message FROM jobs "
-                          "ORDER BY created DESC LIMIT 200").fetchall()
+        rows = db.execute(
+            "SELECT job_id, kind, state, request, error_kind, error_message FROM jobs "
+            "ORDER BY created DESC LIMIT 200"
+        ).fetchall()
     keys = ("job_id", "kind", "state", "request", "error_kind", "error_message")
     return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -66,8 +66,13 @@ class WorkerHandle:
 class Supervisor:
     """Owns the worker processes and the job queue of each kind."""
 
-    def __init__(self, kinds: Iterable[WorkerKind] = tuple(WorkerKind), store: JobStore | None = None,
-                 listener: Listener | None = None, restore_queue: bool = True) -> None:
+    def __init__(
+        self,
+        kinds: Iterable[WorkerKind] = tuple(WorkerKind),
+        store: JobStore | None = None,
+        listener: Listener | None = None,
+        restore_queue: bool = True,
+    ) -> None:
         self._kinds = tuple(WorkerKind(k) for k in kinds)
         self._store = store or JobStore(database_path())
         self._listeners: list[Listener] = [listener] if listener else []
@@ -93,14 +98,18 @@ class Supervisor:
         if self._restore_queue:
             for record in self._store.unfinished():
                 if record.request.kind in self._workers:
-                    self._enqueue(Submit(job_id=record.job_id, request=record.request, priority=record.priority))
+                    self._enqueue(
+                        Submit(job_id=record.job_id, request=record.request, priority=record.priority)
+                    )
 
     def submit(self, request: JobRequest, priority: Priority | None = None) -> str:
         """Validate and queue a job; returns its id. Raises BadInput naming what is wrong."""
         request.validate()
         if request.kind not in self._workers:
             raise BadInput(f"no {request.kind} worker is running in this session")
-        submit = Submit(job_id=uuid.uuid4().hex[:12], request=request, priority=priority or request.default_priority)
+        submit = Submit(
+            job_id=uuid.uuid4().hex[:12], request=request, priority=priority or request.default_priority
+        )
         self._store.add(submit.job_id, request, submit.priority)
         self._enqueue(submit)
         return submit.job_id
@@ -120,7 +129,9 @@ class Supervisor:
 
     def worker_states(self) -> dict[WorkerKind, WorkerState]:
         with self._lock:
-            return {h.kind: WorkerState(kind=h.kind, status=h.status, pid=h.pid) for h in self._workers.values()}
+            return {
+                h.kind: WorkerState(kind=h.kind, status=h.status, pid=h.pid) for h in self._workers.values()
+            }
 
     def worker_pid(self, kind: WorkerKind) -> int:
         return self._workers[WorkerKind(kind)].pid
@@ -162,8 +173,12 @@ class Supervisor:
         from workers.runtime import worker_main
 
         parent, child = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(target=worker_main, args=(handle.kind.value, child),
-                                   name=f"hearth-{handle.kind.value}-worker", daemon=True)
+        process = self._mp.Process(
+            target=worker_main,
+            args=(handle.kind.value, child),
+            name=f"hearth-{handle.kind.value}-worker",
+            daemon=True,
+        )
         process.start()
         child.close()
         handle.process, handle.conn, handle.status = process, parent, WorkerStatus.starting
@@ -201,10 +216,14 @@ class Supervisor:
             handle.process, handle.conn = None, None
             handle.status = WorkerStatus.crashed
             if handle.current is not None:
-                message = (f"the {handle.kind.value} worker stopped unexpectedly (exit code {code}) "
-                           "during this job; it has been restarted")
-                self._finish(handle, Failed(job_id=handle.current.job_id, kind=ErrorKind.worker_crashed,
-                                            message=message))
+                message = (
+                    f"the {handle.kind.value} worker stopped unexpectedly (exit code {code}) "
+                    "during this job; it has been restarted"
+                )
+                self._finish(
+                    handle,
+                    Failed(job_id=handle.current.job_id, kind=ErrorKind.worker_crashed, message=message),
+                )
             now = time.monotonic()
             handle.crash_times = [t for t in handle.crash_times if now - t < QUICK_CRASH_WINDOW_S] + [now]
             if len(handle.crash_times) > MAX_QUICK_CRASHES:

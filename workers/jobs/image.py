@@ -52,12 +52,21 @@ def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
 
     start = time.perf_counter()
     generator = torch.Generator("cpu").manual_seed(request.seed)
-    image = pipe(request.prompt, negative_prompt=request.negative_prompt or None, width=request.width,
-                 height=request.height, num_inference_steps=request.steps, guidance_scale=request.guidance,
-                 generator=generator, callback_on_step_end=on_step_end,
-                 callback_on_step_end_tensor_inputs=["latents"]).images[0]
+    image = pipe(
+        request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        width=request.width,
+        height=request.height,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        generator=generator,
+        callback_on_step_end=on_step_end,
+        callback_on_step_end_tensor_inputs=["latents"],
+    ).images[0]
     elapsed = time.perf_counter() - start
-    params = request_parameters(request, sampler=type(pipe.scheduler).__name__.removesuffix("Scheduler"), seconds=round(elapsed, 3))
+    params = request_parameters(
+        request, sampler=type(pipe.scheduler).__name__.removesuffix("Scheduler"), seconds=round(elapsed, 3)
+    )
     save_png(image, path, params)
     write_sidecar(path, params)
     ctx.metric("seconds", elapsed)
@@ -71,14 +80,21 @@ def _load(model: str):
 
 
 def _tiers(pipe, request: ImageRequest, device: str) -> list[MemoryTier]:
-    weights = sum(p.numel() * p.element_size() for m in pipe.components.values()
-                  if hasattr(m, "parameters") for p in m.parameters())
+    weights = sum(
+        p.numel() * p.element_size()
+        for m in pipe.components.values()
+        if hasattr(m, "parameters")
+        for p in m.parameters()
+    )
     activations = request.width * request.height * ACTIVATION_BYTES_PER_PIXEL
     unet = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
     return [
-        MemoryTier(name="resident", bytes=weights + activations, est_step_s=0.05, apply=lambda: pipe.to(device)),
-        MemoryTier(name="offloaded", bytes=unet + activations, est_step_s=0.2,
-                   apply=lambda: _offload(pipe, device)),
+        MemoryTier(
+            name="resident", bytes=weights + activations, est_step_s=0.05, apply=lambda: pipe.to(device)
+        ),
+        MemoryTier(
+            name="offloaded", bytes=unet + activations, est_step_s=0.2, apply=lambda: _offload(pipe, device)
+        ),
     ]
 
 
