@@ -85,6 +85,8 @@ class WorkerRuntime:
         self._current: tuple[str, CancelToken] | None = None
         self._cancelled_early: set[str] = set()
         self._arbiter = None
+        self._lease_audit = None  # issue 7: per-job check of usage against leases
+        self._throttle_said = None  # issue 7: the throttle order last shown to the user
         self.handler = importlib.import_module(f"workers.jobs.{kind.value}")
 
     # -- wire -----------------------------------------------------------------------------
@@ -179,8 +181,14 @@ class WorkerRuntime:
     def lease_memory(self, ctx: JobContext, key: str, tiers: list[MemoryTier],
                      on_release: Callable[[], None]) -> MemoryTier:
         held = self.leases.get(key)
+        if held is not None and _tier_named(tiers, held.lease.tier).bytes > held.lease.bytes:
+            # Issue 7: this job needs more than the warm lease covers at its tier (e.g. more
+            # frames): give it back and ask anew rather than allocate beyond the lease.
+            self._drop_lease(key, held)
+            held = None
         if held is not None:
             held.lease.set_idle(False)
+            held.tiers = tiers  # this job's tiers: revokes must apply its callbacks, not a past job's
             return _tier_named(held.tiers, held.lease.tier)
         lease = self._acquire(ctx, key, tiers)
         self.leases[key] = HeldLease(lease=lease, tiers=tiers, priority=ctx.priority, job=key, on_release=on_release)
@@ -192,11 +200,21 @@ class WorkerRuntime:
         from workers.arbiter.messages import Tier
 
         wire_tiers = [Tier(name=t.name, bytes=int(t.bytes), est_step_s=float(t.est_step_s)) for t in tiers]
+        # Issue 7: token-by-token models are kept resident in preference (a reload stalls a reply).
+        keep_resident = self.kind.value in ("chat", "music")
         return self.arbiter.acquire(job=f"{self.kind.value}:{key}", priority=ctx.priority, tiers=wire_tiers,
-                                    cancelled=ctx.cancel_token.is_set, on_wait=ctx.status)
+                                    cancelled=ctx.cancel_token.is_set, on_wait=ctx.status,
+                                    keep_resident=keep_resident)
+
+    def _drop_lease(self, key: str, held: HeldLease) -> None:
+        held.on_release()
+        self.cache.drop(key)
+        held.lease.release()
+        del self.leases[key]
 
     def honour_revokes(self, ctx: JobContext) -> None:
         """At a step boundary: shrink to the tier the arbiter asks for, or pause until memory returns."""
+        self._wait_while_throttled(ctx)  # issue 7: compute contention
         for key, held in list(self.leases.items()):
             revoke = held.lease.revoke_requested()
             if revoke is None:
@@ -216,6 +234,35 @@ class WorkerRuntime:
                                          on_release=held.on_release)
             _tier_named(held.tiers, lease.tier).apply()
             ctx.status(f"resumed on {lease.tier}")
+        self._audit_leases(ctx)
+
+    # Issue 7 (arbiter policy), added by the arbiter's owner: the two helpers below.
+    def _wait_while_throttled(self, ctx: JobContext) -> None:
+        """A stronger job (chat, a brush edit) computes: wait here, between steps, keeping memory.
+
+        Bounded by the arbiter's ``max_pause_s`` so background work is never starved for good;
+        a revoke or a cancel ends the wait at once.
+        """
+        order = next((h.lease.throttled() for h in self.leases.values() if h.lease.throttled()), None)
+        if order is None:
+            return
+        if order is not self._throttle_said:  # once per order, not at every token
+            self._throttle_said = order
+            ctx.status(order.reason or "paused while an interactive job runs")
+        deadline = time.monotonic() + (order.pause_s or order.max_pause_s)
+        while (left := deadline - time.monotonic()) > 0 and not ctx.cancel_token.is_set():
+            held = list(self.leases.values())
+            if not any(h.lease.throttled() for h in held) or any(h.lease.revoke_requested() for h in held):
+                break
+            time.sleep(min(0.05, left))
+
+    def _audit_leases(self, ctx: JobContext) -> None:
+        """After each step: does this worker hold more than its leases? (log error + metrics)."""
+        from workers.arbiter.selfcheck import LeaseAudit
+
+        if self._lease_audit is None or self._lease_audit.job_id != ctx.job_id:
+            self._lease_audit = LeaseAudit(ctx.job_id)
+        self._lease_audit.check(self.leases.values(), ctx.metrics)
 
     def _honour_idle_revokes(self) -> None:
         for key, held in list(self.leases.items()):

@@ -49,6 +49,7 @@ from workers.arbiter.messages import (
     SetIdle,
     Status,
     StatusQuery,
+    Throttle,
     Tier,
     Waiting,
 )
@@ -82,9 +83,11 @@ class Lease:
         self.job = request.job
         self.priority = request.priority
         self.tiers = request.tiers
+        self.keep_resident = request.keep_resident
         self.idle = False
         self.released = False
         self._revoke: Revoke | None = None
+        self._throttle: Throttle | None = None
 
     def __repr__(self) -> str:
         return f"Lease({self.lease_id!r}, {self.job!r}, bytes={self.bytes}, tier={self.tier!r})"
@@ -98,6 +101,10 @@ class Lease:
     def revoke_requested(self) -> Revoke | None:
         """The arbiter's pending order to shrink, if any; check it at every step boundary."""
         return self._revoke
+
+    def throttled(self) -> Throttle | None:
+        """The arbiter's standing order to pause between steps (a stronger job computes), if any."""
+        return self._throttle
 
     def done_revoke(self, new_bytes: int, tier: str = "") -> None:
         """Tell the arbiter the memory is freed down to ``new_bytes`` (0: unloaded, lease ends)."""
@@ -120,6 +127,7 @@ class Lease:
             tier=self.tier,
             tiers=self.tiers,
             idle=self.idle,
+            keep_resident=self.keep_resident,
         )
 
 
@@ -151,14 +159,22 @@ class ArbiterClient:
         timeout: float | None = None,
         cancelled: Callable[[], bool] = lambda: False,
         on_wait: Callable[[str], None] | None = None,
+        *,
+        keep_resident: bool = False,
     ) -> Lease:
         """Block until the arbiter grants one of ``tiers`` (fastest first).
 
-        Raises ``OutOfMemory`` with the arbiter's reason when refused or after ``timeout``
+        ``keep_resident`` marks a token-by-token model (chat, music) that the arbiter evicts or
+        pauses only after everything else. Raises ``OutOfMemory`` with the arbiter's reason when refused or after ``timeout``
         seconds, and ``JobCancelled`` as soon as ``cancelled()`` is true.
         """
         request = Request(
-            request_id=uuid.uuid4().hex, job=job, priority=priority, tiers=tuple(tiers), owner=self.owner
+            request_id=uuid.uuid4().hex,
+            job=job,
+            priority=priority,
+            tiers=tuple(tiers),
+            owner=self.owner,
+            keep_resident=keep_resident,
         )
         answers: queue.Queue = queue.Queue()
         with self._lock:
@@ -301,7 +317,8 @@ class ArbiterClient:
             log.info("starting the arbiter at %s", self.address)
             with open(log_path(self.address), "ab") as log_file:
                 process = subprocess.Popen(
-                    arbiter_command() + ["--socket", str(self.address), "--idle-exit", str(AUTOSTART_IDLE_EXIT_S)],
+                    arbiter_command()
+                    + ["--socket", str(self.address), "--idle-exit", str(AUTOSTART_IDLE_EXIT_S)],
                     start_new_session=True,  # survives the GUI or CLI that started it
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -382,6 +399,10 @@ class ArbiterClient:
                     lease = self._leases.get(lease_id)
                     if lease is not None:
                         lease._revoke = msg
+                case Throttle(lease_id=lease_id, pause=pause):
+                    lease = self._leases.get(lease_id)
+                    if lease is not None:
+                        lease._throttle = msg if pause else None
                 case Status(snapshot=snapshot):
                     if self._status_waiters:
                         self._status_waiters.popleft().put(snapshot)

@@ -3,7 +3,7 @@
 Commands (client -> arbiter) are imperative nouns: ``Register``, ``Request``, ``Release``,
 ``SetIdle``, ``RevokeDone``, ``DeviceReading``, ``StatusQuery``, ``CancelRequest``.
 Answers and orders (arbiter -> client) say what happened or what must happen: ``Granted``,
-``Waiting``, ``Refused``, ``Revoke``, ``Status``, ``ProtocolError``.
+``Waiting``, ``Refused``, ``Revoke``, ``Throttle``, ``Status``, ``ProtocolError``.
 
 Every message is a frozen, slotted, keyword-only dataclass registered with ``workers.codec``,
 so it travels as JSON; the arbiter never unpickles anything a client sends.
@@ -29,6 +29,8 @@ class Tier:
     """Device memory the job holds at this tier."""
     est_step_s: float = 0.0
     """Estimated seconds per step (denoising step, token) at this tier; 0 when unknown."""
+    reload_s: float = 0.0
+    """Seconds to load the model back at this tier once evicted; 0: estimated from ``bytes``."""
 
 
 @message
@@ -43,6 +45,7 @@ class HeldLease:
     tier: str
     tiers: tuple[Tier, ...] = ()
     idle: bool = False
+    keep_resident: bool = False
 
 
 # --------------------------------------------------------------------------- client -> arbiter
@@ -70,6 +73,9 @@ class Request:
     priority: Priority
     tiers: tuple[Tier, ...]
     owner: str = ""
+    keep_resident: bool = False
+    """A token-by-token model (chat, music): reloading it stalls a person mid-answer, so the
+    arbiter evicts or pauses it only after everything else."""
 
 
 @message
@@ -145,6 +151,7 @@ class LeaseInfo:
     tier: str
     idle: bool
     revoking: bool
+    throttled: bool = False
 
 
 @message
@@ -175,6 +182,8 @@ class LedgerSnapshot:
     returning: int = 0
     """Bytes released but not yet seen free on the device (readings lag)."""
     device: str = ""
+    clients: int = 0
+    """Connections the ledger knows (a check that closed ones leave nothing behind)."""
 
 
 # --------------------------------------------------------------------------- arbiter -> client
@@ -228,6 +237,26 @@ class Revoke:
 
 @message
 @frozen
+class Throttle:
+    """Compute contention: pause between steps while a stronger job computes (``pause``), or resume.
+
+    Memory is not the only thing apps share: a background video's long kernels starve a chat's
+    short decode kernels (ConsumerBench). A paused holder keeps its memory and waits at its next
+    step boundary, but takes one step after ``max_pause_s`` so it is never starved for good.
+    With ``pause_s`` it keeps running, one step at a time with that wait after each.
+    """
+
+    lease_id: str
+    pause: bool
+    reason: str = ""
+    max_pause_s: float = 30.0
+    pause_s: float = 0.0
+    """Throttle rather than stop: wait this long after each step (0: wait until resumed). Used
+    while a chat streams tokens, sized so its time per token stays within target."""
+
+
+@message
+@frozen
 class Status:
     """Answer to ``StatusQuery``."""
 
@@ -245,5 +274,5 @@ class ProtocolError:
 ClientMessage = (
     Register | Request | Release | SetIdle | RevokeDone | DeviceReading | StatusQuery | CancelRequest
 )
-ArbiterMessage = Granted | Waiting | Refused | Revoke | Status | ProtocolError
+ArbiterMessage = Granted | Waiting | Refused | Revoke | Throttle | Status | ProtocolError
 CLIENT_MESSAGES = (Register, Request, Release, SetIdle, RevokeDone, DeviceReading, StatusQuery, CancelRequest)

@@ -34,6 +34,9 @@ from workers.arbiter.units import format_bytes, parse_bytes
 log = logging.getLogger("workers.arbiter")
 
 TICK_S = 0.1
+LISTEN_BACKLOG = 256
+RECOVERY_S = 3.0
+"""Clients notice a dead arbiter at once and reconnect within a second or two of its restart."""
 
 
 @dataclass(eq=False)
@@ -88,7 +91,11 @@ class ArbiterServer:
         """Bind the socket, private to this user. Call only while holding the instance lock."""
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
             raise OSError(f"arbiter socket path is too long for a Unix socket: {self.path}")
-        # We hold the lock, so any socket file left here belongs to a dead arbiter.
+        # We hold the lock, so any socket file left here belongs to a dead arbiter: its clients
+        # will reconnect and re-register what they hold; grant nothing until they have.
+        if self.path.exists():
+            log.warning("the previous arbiter died; holding grants %.0f s for re-registration", RECOVERY_S)
+            self.ledger.hold_grants(RECOVERY_S)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -98,7 +105,7 @@ class ArbiterServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
-        listener.listen(64)
+        listener.listen(LISTEN_BACKLOG)
         listener.setblocking(False)
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._listener = listener
@@ -142,10 +149,19 @@ class ArbiterServer:
     # ----------------------------------------------------------------------- connections
 
     def _accept(self) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
+        # Drain the backlog: under a connection flood, one accept per loop would leave honest
+        # clients finding the queue full.
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors: serve who is connected, retry later
+                log.warning("cannot accept a connection: %s", exc)
+                return
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
         pid, uid = peer_pid(sock)
         if uid != os.getuid():
             log.warning("refused a connection from uid %d", uid)

@@ -33,7 +33,7 @@ def format_snapshot(snapshot: LedgerSnapshot) -> str:
             sorted(s.leases, key=lambda lease: lease.owner), key=lambda lease: lease.owner
         ):
             for lease in leases:
-                state = "revoking" if lease.revoking else "idle" if lease.idle else "active"
+                state = _state(lease)
                 lines.append(
                     f"{owner:<20.20} {lease.pid:>7}  {lease.job:<22.22} {lease.priority:<12} "
                     f"{format_bytes(lease.bytes):>10}  {lease.tier:<12.12} {state}"
@@ -45,6 +45,14 @@ def format_snapshot(snapshot: LedgerSnapshot) -> str:
         for wait in s.waiting:
             lines.append(f"  {wait.owner} / {wait.job} ({wait.priority}): {wait.reason or 'queued'}")
     return "\n".join(lines)
+
+
+def _state(lease) -> str:
+    if lease.revoking:
+        return "revoking"
+    if lease.idle:
+        return "idle"
+    return "throttled" if lease.throttled else "active"
 
 
 def print_status(address: Path | None = None) -> int:

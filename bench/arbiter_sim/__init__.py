@@ -1,0 +1,1 @@
+"""The arbiter benchmark's discrete-event simulation: engine, workloads and trace, clients, world."""
