@@ -84,10 +84,9 @@ class SchedulingPolicy:
         fitting = [tier for tier in waiter.request.tiers if tier.bytes <= available]
         if not fitting:
             return None
-        # The fastest that fits, where the tiers say how fast (int8 decodes slower than nf4);
-        # else the largest, which is the fastest by convention.
-        timed = [tier for tier in fitting if tier.est_step_s > 0]
-        return min(timed, key=lambda tier: (tier.est_step_s, -tier.bytes)) if timed else fitting[0]
+        # The largest tier that fits (tiers are kept largest first): leaner tiers trade quality,
+        # not only speed (a chat's nf4 answers drift where bf16's don't, even if nf4 decodes faster).
+        return fitting[0]
 
     def _grant(self, waiter: WaiterRecord, tier: Tier) -> Send:
         request = waiter.request
