@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.memory_timeline import MemoryTimeline
 from workers.arbiter.messages import LedgerSnapshot
 from workers.arbiter.units import format_bytes
 
@@ -165,6 +166,7 @@ class MemoryPanel(QWidget):
             label.setTextFormat(Qt.TextFormat.PlainText)
         self.leases = _table(["Owner", "Job", "Memory (tier)", "State"], stretch=1)
         self.waiting = _table(["Owner", "Job", "Priority", "Why it waits"], stretch=3)
+        self.timeline = MemoryTimeline()
         self._lay_out()
         state.snapshot_changed.connect(self.show_snapshot)
 
@@ -179,6 +181,7 @@ class MemoryPanel(QWidget):
         layout.addWidget(self.status)
         layout.addLayout(form)
         layout.addWidget(self.usage)
+        layout.addWidget(self.timeline)
         layout.addWidget(QLabel("<b>Leases</b>"))
         layout.addWidget(self.leases, 2)
         layout.addWidget(QLabel("<b>Waiting for memory</b>"))
@@ -211,6 +214,7 @@ class MemoryPanel(QWidget):
             return
         self._show_figures(snapshot)
         self._show_tables(snapshot)
+        self.timeline.add_snapshot(snapshot)
 
     def _show_figures(self, s: LedgerSnapshot) -> None:
         leased = sum(lease.bytes for lease in s.leases)
