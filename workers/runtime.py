@@ -143,21 +143,28 @@ class WorkerRuntime:
         if submit.job_id in self._cancelled_early:
             token.set()
         self._current = (submit.job_id, token)
-        ctx = JobContext(job_id=submit.job_id, priority=submit.priority, send=self.send,
-                         cancel_token=token, runtime=self)
+        ctx = JobContext(
+            job_id=submit.job_id, priority=submit.priority, send=self.send, cancel_token=token, runtime=self
+        )
         start = time.perf_counter()
         self.send(Started(job_id=submit.job_id))
-        log.info("job %s started (%s, %s)", submit.job_id, type(submit.request).__name__, submit.priority.value)
+        log.info(
+            "job %s started (%s, %s)", submit.job_id, type(submit.request).__name__, submit.priority.value
+        )
         try:
             submit.request.validate()
             ctx.check_cancelled()
             self.handler.run(ctx, submit.request)
             ctx.check_cancelled()
-            end = Finished(job_id=submit.job_id, elapsed_s=time.perf_counter() - start, metrics=tuple(ctx.metrics))
+            end = Finished(
+                job_id=submit.job_id, elapsed_s=time.perf_counter() - start, metrics=tuple(ctx.metrics)
+            )
         except JobCancelled as exc:
             end = Cancelled(job_id=submit.job_id, at_step=exc.at_step)
         except HearthError as exc:
-            end = Failed(job_id=submit.job_id, kind=exc.kind, message=str(exc), traceback=traceback.format_exc())
+            end = Failed(
+                job_id=submit.job_id, kind=exc.kind, message=str(exc), traceback=traceback.format_exc()
+            )
         except Exception as exc:  # noqa: BLE001 - the one place every error becomes an event
             end = _failure_from(submit.job_id, exc)
         finally:
@@ -178,8 +185,9 @@ class WorkerRuntime:
             self._arbiter = ArbiterClient(owner=f"{self.kind.value}-worker")
         return self._arbiter
 
-    def lease_memory(self, ctx: JobContext, key: str, tiers: list[MemoryTier],
-                     on_release: Callable[[], None]) -> MemoryTier:
+    def lease_memory(
+        self, ctx: JobContext, key: str, tiers: list[MemoryTier], on_release: Callable[[], None]
+    ) -> MemoryTier:
         held = self.leases.get(key)
         if held is not None and _tier_named(tiers, held.lease.tier).bytes > held.lease.bytes:
             # Issue 7: this job needs more than the warm lease covers at its tier (e.g. more
@@ -191,7 +199,9 @@ class WorkerRuntime:
             held.tiers = tiers  # this job's tiers: revokes must apply its callbacks, not a past job's
             return _tier_named(held.tiers, held.lease.tier)
         lease = self._acquire(ctx, key, tiers)
-        self.leases[key] = HeldLease(lease=lease, tiers=tiers, priority=ctx.priority, job=key, on_release=on_release)
+        self.leases[key] = HeldLease(
+            lease=lease, tiers=tiers, priority=ctx.priority, job=key, on_release=on_release
+        )
         tier = _tier_named(tiers, lease.tier)
         tier.apply()
         return tier
@@ -202,9 +212,14 @@ class WorkerRuntime:
         wire_tiers = [Tier(name=t.name, bytes=int(t.bytes), est_step_s=float(t.est_step_s)) for t in tiers]
         # Issue 7: token-by-token models are kept resident in preference (a reload stalls a reply).
         keep_resident = self.kind.value in ("chat", "music")
-        return self.arbiter.acquire(job=f"{self.kind.value}:{key}", priority=ctx.priority, tiers=wire_tiers,
-                                    cancelled=ctx.cancel_token.is_set, on_wait=ctx.status,
-                                    keep_resident=keep_resident)
+        return self.arbiter.acquire(
+            job=f"{self.kind.value}:{key}",
+            priority=ctx.priority,
+            tiers=wire_tiers,
+            cancelled=ctx.cancel_token.is_set,
+            on_wait=ctx.status,
+            keep_resident=keep_resident,
+        )
 
     def _drop_lease(self, key: str, held: HeldLease) -> None:
         held.on_release()
@@ -230,8 +245,9 @@ class WorkerRuntime:
             del self.leases[key]
             ctx.status(f"paused: {revoke.reason}")
             lease = self._acquire(ctx, key, held.tiers)
-            self.leases[key] = HeldLease(lease=lease, tiers=held.tiers, priority=held.priority, job=key,
-                                         on_release=held.on_release)
+            self.leases[key] = HeldLease(
+                lease=lease, tiers=held.tiers, priority=held.priority, job=key, on_release=held.on_release
+            )
             _tier_named(held.tiers, lease.tier).apply()
             ctx.status(f"resumed on {lease.tier}")
         self._audit_leases(ctx)
