@@ -7,12 +7,11 @@ with ``save_pretrained`` into the models folder, then loaded back through the sa
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from models.demo_store import ensure_saved
 from models.sources import SourceKind, classify
-from models.tiny_tokenizers import clip_tokenizer
+from models.tiny_parts import tiny_clip_text_encoder, tiny_clip_tokenizer, tiny_sd_vae
 from workers.errors import MissingModel
 
 DEMO_SD_ID = "demo-sd"
@@ -21,8 +20,7 @@ DEMO_SD_ID = "demo-sd"
 def build_demo_sd(seed: int = 0):
     """Tiny SD pipeline (UNet 1.4M params) from configs, random weights; see FIELD-NOTES.md §4(a)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -36,29 +34,9 @@ def build_demo_sd(seed: int = 0):
         cross_attention_dim=32,
         norm_num_groups=32,
     )
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=32,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=5,
-            pad_token_id=1,
-            vocab_size=1000,
-        )
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = clip_tokenizer(Path(tmp))
+    vae = tiny_sd_vae()
+    text_encoder = tiny_clip_text_encoder()
+    tokenizer = tiny_clip_tokenizer()
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

@@ -9,12 +9,12 @@ first), a local diffusers folder, or a single-file checkpoint (AnimateDiff only)
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from models.demo_store import TINY_T5, ensure_saved
 from models.sources import SourceKind, classify
-from models.tiny_tokenizers import clip_tokenizer, fast_tokenizer
+from models.tiny_parts import tiny_clip_text_encoder, tiny_clip_tokenizer, tiny_sd_vae
+from models.tiny_tokenizers import fast_tokenizer
 from workers.errors import MissingModel
 
 DEMO_ANIMATEDIFF_ID = "demo-animatediff"
@@ -30,12 +30,10 @@ def build_demo_animatediff(seed: int = 0):
     import torch
     from diffusers import (
         AnimateDiffPipeline,
-        AutoencoderKL,
         DDIMScheduler,
         MotionAdapter,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     channels = (32, 64)
@@ -57,29 +55,9 @@ def build_demo_animatediff(seed: int = 0):
         motion_num_attention_heads=4,
         motion_max_seq_length=ANIMATEDIFF_DEFAULT_MAX_FRAMES,
     )
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=32,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=5,
-            pad_token_id=1,
-            vocab_size=1000,
-        )
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = clip_tokenizer(Path(tmp))
+    vae = tiny_sd_vae()
+    text_encoder = tiny_clip_text_encoder()
+    tokenizer = tiny_clip_tokenizer()
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False, steps_offset=1
     )
