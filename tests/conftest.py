@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
+
+from tests.arbiter_helpers import wait_for as _wait_for
+from workers.arbiter import client as client_module
+from workers.arbiter.address import arbiter_running, running_pid
+from workers.arbiter.client import ArbiterClient
 
 if not os.environ.get("QT_QPA_PLATFORM"):  # an empty value crashes pytest-qt (FIELD-NOTES §6)
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -80,3 +87,42 @@ def _kill_arbiters_under(root: Path) -> None:
         with contextlib.suppress(psutil.Error):
             if proc.environ().get("HEARTH_RUNTIME_DIR", "").startswith(root):
                 proc.kill()
+
+
+# -- the arbiter socket tests: a private socket on a simulated device, clients closed after the
+#    test, and no arbiter process left running.
+
+
+@pytest.fixture
+def sock(tmp_path, monkeypatch):
+    path = tmp_path / "a.sock"
+    monkeypatch.setenv("HEARTH_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("HEARTH_ARBITER_SOCKET", str(path))
+    monkeypatch.setenv("HEARTH_ARBITER_DEVICE", "sim:8GiB,lag=0.2")
+    monkeypatch.setenv("HEARTH_ARBITER_HEADROOM", "512MiB")
+    monkeypatch.setenv("HEARTH_ARBITER_REVOKE_DEADLINE", "1.0")
+    yield path
+    pid = running_pid(path)
+    if pid and arbiter_running(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        _wait_for(lambda: not arbiter_running(path), what="the arbiter to stop")
+    for process in client_module._STARTED:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait(timeout=5)
+    client_module._STARTED.clear()
+
+
+@pytest.fixture
+def clients(sock):
+    made: list[ArbiterClient] = []
+
+    def make(owner: str, **kwargs) -> ArbiterClient:
+        made.append(ArbiterClient(owner, **kwargs))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("arbiter-client")]

@@ -6,7 +6,6 @@ Every test runs its own arbiter on the simulated device, with the socket and run
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.arbiter_helpers import wait_for
 from workers import codec
-from workers.arbiter import client as client_module
 from workers.arbiter.address import arbiter_running, log_path, running_pid
 from workers.arbiter.client import ArbiterClient, ArbiterUnavailable
 from workers.arbiter.framing import HEADER, FrameBuffer, frame
@@ -31,51 +30,6 @@ from workers.errors import JobCancelled, OutOfMemory
 from workers.protocol import Priority
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def sock(tmp_path, monkeypatch):
-    path = tmp_path / "a.sock"
-    monkeypatch.setenv("HEARTH_RUNTIME_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("HEARTH_ARBITER_SOCKET", str(path))
-    monkeypatch.setenv("HEARTH_ARBITER_DEVICE", "sim:8GiB,lag=0.2")
-    monkeypatch.setenv("HEARTH_ARBITER_HEADROOM", "512MiB")
-    monkeypatch.setenv("HEARTH_ARBITER_REVOKE_DEADLINE", "1.0")
-    yield path
-    pid = running_pid(path)
-    if pid and arbiter_running(path):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not arbiter_running(path), what="the arbiter to stop")
-    for process in client_module._STARTED:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait(timeout=5)
-    client_module._STARTED.clear()
-
-
-@pytest.fixture
-def clients(sock):
-    made: list[ArbiterClient] = []
-
-    def make(owner: str, **kwargs) -> ArbiterClient:
-        made.append(ArbiterClient(owner, **kwargs))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("arbiter-client")]
 
 
 @pytest.fixture

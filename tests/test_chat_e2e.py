@@ -4,55 +4,23 @@ a worker killed mid-answer leaving the conversation intact, and the embedded mod
 from __future__ import annotations
 
 import os
-import queue
 import signal
-import time
 
 import pytest
 
 from models.chat import save_tiny_chat_model
+from tests.supervisor_helpers import running_supervisor
 from workers.conversations import ConversationStore
 from workers.errors import ErrorKind
-from workers.protocol import Cancelled, ChatMessage, ChatRequest, Failed, Finished, TextDelta, WorkerKind
-from workers.supervisor import Supervisor
+from workers.protocol import ChatMessage, ChatRequest, Failed, Finished, TextDelta, WorkerKind
 
 pytestmark = pytest.mark.timeout(300)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: queue.Queue = queue.Queue()
-
-    def __call__(self, event) -> None:
-        self.events.put(event)
-
-    def until(self, predicate, timeout: float = 120.0) -> list:
-        """Events up to and including the first one matching ``predicate``."""
-        seen, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = self.events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            seen.append(event)
-            if predicate(event):
-                return seen
-        raise AssertionError(f"event not seen in {timeout}s; saw {[type(e).__name__ for e in seen[-20:]]}")
-
-    def job(self, job_id: str, timeout: float = 120.0) -> list:
-        ends = (Finished, Cancelled, Failed)
-        events = self.until(lambda e: isinstance(e, ends) and e.job_id == job_id, timeout)
-        return [e for e in events if getattr(e, "job_id", None) == job_id]
-
-
 @pytest.fixture(scope="module")
 def chat_worker(isolated_hearth_env):
-    recorder = Recorder()
-    supervisor = Supervisor(kinds=[WorkerKind.chat], listener=recorder, restore_queue=False)
-    supervisor.start()
-    assert supervisor.wait_ready(timeout=120), "chat worker did not start"
-    yield supervisor, recorder
-    supervisor.shutdown()
+    with running_supervisor(WorkerKind.chat, start_timeout=120) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

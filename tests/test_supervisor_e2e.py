@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import threading
-import time
 
 import pytest
 from PIL import Image
 
+from tests.supervisor_helpers import running_supervisor
 from workers.errors import ErrorKind
 from workers.protocol import (
     Cancelled,
@@ -23,49 +22,14 @@ from workers.protocol import (
     Progress,
     WorkerKind,
 )
-from workers.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(480)
 
 
-class Recorder:
-    """Collects supervisor events (from its monitor thread) for the test thread to wait on."""
-
-    def __init__(self) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.seen: list = []
-
-    def __call__(self, event) -> None:
-        self.events.put(event)
-
-    def wait_for(self, predicate, timeout: float = 120.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = self.events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.seen.append(event)
-            if predicate(event):
-                return event
-        raise AssertionError(
-            f"event not seen in {timeout}s; saw {[type(e).__name__ for e in self.seen[-20:]]}"
-        )
-
-    def job_end(self, job_id: str, timeout: float = 120.0):
-        return self.wait_for(
-            lambda e: isinstance(e, (Finished, Cancelled, Failed)) and e.job_id == job_id, timeout
-        )
-
-
 @pytest.fixture(scope="module")
 def image_supervisor(isolated_hearth_env):
-    recorder = Recorder()
-    supervisor = Supervisor(kinds=[WorkerKind.image], listener=recorder, restore_queue=False)
-    supervisor.start()
-    assert supervisor.wait_ready(timeout=120), "image worker did not start"
-    yield supervisor, recorder
-    supervisor.shutdown()
+    with running_supervisor(WorkerKind.image, start_timeout=120) as running:
+        yield running
 
 
 def test_image_job_writes_png_with_parameters(image_supervisor, tmp_path):

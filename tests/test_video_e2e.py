@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_supervisor_e2e import Recorder
+from tests.supervisor_helpers import running_supervisor
 from workers.protocol import Cancelled, Finished, Output, Progress, VideoRequest, WorkerKind
-from workers.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(480)
 
 
 @pytest.fixture(scope="module")
 def video_supervisor(isolated_hearth_env):
-    recorder = Recorder()
-    supervisor = Supervisor(kinds=[WorkerKind.video], listener=recorder, restore_queue=False)
-    supervisor.start()
-    assert supervisor.wait_ready(timeout=180), "video worker did not start"
-    yield supervisor, recorder
-    supervisor.shutdown()
+    with running_supervisor(WorkerKind.video) as running:
+        yield running
 
 
 def test_render_streams_previews_and_writes_a_readable_mp4(video_supervisor, tmp_path):
