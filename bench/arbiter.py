@@ -34,7 +34,14 @@ from bench.arbiter_sim.workloads import (  # noqa: E402
     Trace,
     make_trace,
 )
-from bench.arbiter_sim.world import POLICIES, Stats, run_policy, slo_met, solo_seconds  # noqa: E402
+from bench.arbiter_sim.world import (  # noqa: E402
+    POLICIES,
+    Stats,
+    run_policy,
+    slo_met,
+    solo_seconds,
+    work_conserving_bound,
+)
 from bench.harness import emit  # noqa: E402
 from workers.arbiter.units import GiB  # noqa: E402
 
@@ -76,6 +83,10 @@ def summarise(policy: str, trace: Trace) -> dict:
     solo = {render.label: solo_seconds(policy, trace, render) for render in trace.renders}
     chat_ok, edits_ok, interactive = slo_met(stats)
     throughput = [min(1.0, solo[r.label] / stats.renders[r.label]) for r in trace.renders]
+    bounds = [
+        work_conserving_bound(stats, r, solo[r.label]) if stats.renders[r.label] != float("inf") else 0.0
+        for r in trace.renders
+    ]
     speeds = app_speeds(stats, trace, solo)
     finite = [t for t in (tpot for _, tpot, _ in stats.chat) if t != float("inf")]
     return {
@@ -89,6 +100,8 @@ def summarise(policy: str, trace: Trace) -> dict:
         "chat_tpot_mean_s": round(_mean(finite), 4),
         "background_throughput": round(_mean(throughput), 4),
         "render_throughput": {r.label: round(t, 4) for r, t in zip(trace.renders, throughput, strict=True)},
+        "background_throughput_bound": round(_mean(bounds), 4),
+        "render_throughput_bound": {r.label: round(b, 4) for r, b in zip(trace.renders, bounds, strict=True)},
         "fairness_jain": round(jain(list(speeds.values())), 4),
         "app_speed": {app: round(speed, 4) for app, speed in speeds.items()},
         "bytes_reloaded_gib": round(stats.bytes_reloaded / GiB, 2),

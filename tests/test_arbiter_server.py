@@ -219,3 +219,28 @@ def test_no_autostart_fails_fast(sock):
     with pytest.raises(ArbiterUnavailable):
         ArbiterClient("x", autostart=False)
     assert time.monotonic() - start < 2
+
+
+def test_a_shrunk_render_is_given_its_memory_back_over_the_socket(clients, sock, monkeypatch):
+    monkeypatch.setenv("HEARTH_ARBITER_GROW_SETTLE", "0")
+    video, music = clients("video worker"), clients("music worker")
+    fast_slow = [
+        Tier(name="resident", bytes=6 * GiB, est_step_s=0.6),
+        Tier(name="sliced", bytes=2 * GiB, est_step_s=0.63),
+    ]
+    lease = video.acquire("video render", Priority.background, fast_slow, can_grow=True)
+    result: dict = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(lease=music.acquire("music", Priority.single_shot, tiers(4)))
+    )
+    waiter.start()
+    revoke = wait_for(lease.revoke_requested, what="the revoke")
+    lease.done_revoke(2 * GiB, revoke.tier)
+    waiter.join(timeout=10)
+    result["lease"].release()
+    grow = wait_for(lease.grow_offered, what="the memory offered back")
+    assert (grow.tier, grow.target_bytes) == ("resident", 6 * GiB)
+    lease.done_grow(grow.target_bytes, grow.tier)
+    assert lease.grow_offered() is None and (lease.bytes, lease.tier) == (6 * GiB, "resident")
+    snapshot = video.status()
+    assert [(i.owner, i.bytes, i.tier) for i in snapshot.leases] == [("video worker", 6 * GiB, "resident")]

@@ -51,7 +51,7 @@ class Grants:
         self.grant = grant
         self.requests: list[tuple[str, list[str]]] = []
 
-    def __call__(self, ctx, key, tiers, on_release):
+    def __call__(self, ctx, key, tiers, on_release, can_grow=False):
         self.requests.append((key, [t.name for t in tiers]))
         tier = next((t for t in tiers if t.name == self.grant), tiers[0])
         tier.apply()

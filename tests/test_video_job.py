@@ -50,8 +50,9 @@ class Grants:
         self.grant = grant
         self.requests: list[list[tuple[str, int]]] = []
 
-    def __call__(self, ctx, key, tiers, on_release):
+    def __call__(self, ctx, key, tiers, on_release, can_grow=False):
         self.requests.append([(t.name, t.bytes) for t in tiers])
+        self.tiers, self.can_grow = list(tiers), can_grow
         tier = next((t for t in tiers if t.name == self.grant), tiers[0])
         tier.apply()
         return tier
@@ -113,6 +114,36 @@ def test_cancel_ends_cancelled_at_a_step(worker, tmp_path):
     unet = runtime.cache.get_or_load("video:demo-animatediff", lambda: None).pipe.unet
     assert unet.down_blocks[0]._diffusers_hook.get_hook("hearth_video_slicer") is None, (
         "slicer removed on cancel"
+    )
+
+
+def test_the_render_pauses_inside_each_step_and_a_cancel_stops_it_mid_step(worker, tmp_path, monkeypatch):
+    """Pause points before every resnet, attention and motion module: a throttle (a brush edit, a
+    chat token) holds the render within a fraction of a step, and so does a cancel."""
+    from workers.pause_points import HOOK_NAME, pause_modules
+
+    runtime, wire = worker
+    engine = runtime.cache.get_or_load("video:demo-animatediff", lambda: None)
+    points = len(pause_modules(engine.pipe.unet))
+    seen: list[int] = []
+
+    def record(ctx, flush=None):
+        seen.append(ctx.last_step)
+        if seen.count(1) == 5:  # a few modules into the second step
+            runtime._current[1].set()
+
+    monkeypatch.setattr(runtime, "pause_point", record)
+    out = tmp_path / "paused.mp4"
+    events = _run(worker, VideoRequest(prompt="a boat", out_path=str(out), **dict(SMALL, steps=3)))
+    end = _end(events)
+    assert isinstance(end, Cancelled) and end.at_step == 1, "stopped inside step 2, not at its end"
+    assert seen.count(-1) >= points, "every module of the first step passed a pause point"
+    assert not out.exists()
+    tiers = runtime.lease_memory.tiers
+    assert runtime.lease_memory.can_grow, "re-slicing needs no reload: memory may be given back"
+    assert all(t.pause_every_s == pytest.approx(t.est_step_s / points) for t in tiers)
+    assert not [m for m in pause_modules(engine.pipe.unet) if m._diffusers_hook.get_hook(HOOK_NAME)], (
+        "pause hooks removed on cancel"
     )
 
 

@@ -46,6 +46,8 @@ class MemoryTier:
     bytes: int
     est_step_s: float
     apply: Callable[[], None] = lambda: None
+    pause_every_s: float = 0.0
+    """Work between two pause points inside a step (``workers/pause_points.py``); 0: none."""
 
 
 @dataclass
@@ -87,6 +89,16 @@ class JobContext:
         if self.cancel_token.is_set():
             raise JobCancelled(self.last_step)
 
+    def pause_point(self, flush: Callable[[], None] | None = None) -> None:
+        """Inside a step: stop for a cancel, or wait out a throttle with the memory held.
+
+        ``flush`` (``torch.cuda.synchronize``) runs first when there is something to wait for,
+        so the GPU work already queued does not keep running through the pause.
+        """
+        self.check_cancelled()
+        self.runtime.pause_point(self, flush)
+        self.check_cancelled()
+
     def progress(self, step: int, total: int, message: str = "", preview: Any = None) -> None:
         self.send(
             Progress(
@@ -111,14 +123,21 @@ class JobContext:
     # -- memory ---------------------------------------------------------------------------
 
     def lease_memory(
-        self, key: str, tiers: Sequence[MemoryTier], on_release: Callable[[], None] = lambda: None
+        self,
+        key: str,
+        tiers: Sequence[MemoryTier],
+        on_release: Callable[[], None] = lambda: None,
+        *,
+        can_grow: bool = False,
     ) -> MemoryTier:
         """Hold an arbiter lease for model ``key`` (kept warm across jobs); returns the granted tier.
 
         Blocks while the arbiter queues the request (reporting why), raises ``OutOfMemory``
         when no tier can ever fit, ``JobCancelled`` if the job is cancelled while waiting.
+        ``can_grow``: the job's tiers switch between steps without reloading, so a shrunk job
+        may be moved back to a faster tier (its ``apply``) once memory is free again.
         """
-        return self.runtime.lease_memory(self, key, list(tiers), on_release)
+        return self.runtime.lease_memory(self, key, list(tiers), on_release, can_grow=can_grow)
 
     @property
     def cache(self):

@@ -186,7 +186,12 @@ class WorkerRuntime:
         return self._arbiter
 
     def lease_memory(
-        self, ctx: JobContext, key: str, tiers: list[MemoryTier], on_release: Callable[[], None]
+        self,
+        ctx: JobContext,
+        key: str,
+        tiers: list[MemoryTier],
+        on_release: Callable[[], None],
+        can_grow: bool = False,
     ) -> MemoryTier:
         held = self.leases.get(key)
         if held is not None and _tier_named(tiers, held.lease.tier).bytes > held.lease.bytes:
@@ -198,7 +203,7 @@ class WorkerRuntime:
             held.lease.set_idle(False)
             held.tiers = tiers  # this job's tiers: revokes must apply its callbacks, not a past job's
             return _tier_named(held.tiers, held.lease.tier)
-        lease = self._acquire(ctx, key, tiers)
+        lease = self._acquire(ctx, key, tiers, can_grow)
         self.leases[key] = HeldLease(
             lease=lease, tiers=tiers, priority=ctx.priority, job=key, on_release=on_release
         )
@@ -206,10 +211,18 @@ class WorkerRuntime:
         tier.apply()
         return tier
 
-    def _acquire(self, ctx: JobContext, key: str, tiers: list[MemoryTier]):
+    def _acquire(self, ctx: JobContext, key: str, tiers: list[MemoryTier], can_grow: bool = False):
         from workers.arbiter.messages import Tier
 
-        wire_tiers = [Tier(name=t.name, bytes=int(t.bytes), est_step_s=float(t.est_step_s)) for t in tiers]
+        wire_tiers = [
+            Tier(
+                name=t.name,
+                bytes=int(t.bytes),
+                est_step_s=float(t.est_step_s),
+                pause_every_s=float(t.pause_every_s),
+            )
+            for t in tiers
+        ]
         # Issue 7: token-by-token models are kept resident in preference (a reload stalls a reply).
         keep_resident = self.kind.value in ("chat", "music")
         return self.arbiter.acquire(
@@ -219,6 +232,7 @@ class WorkerRuntime:
             cancelled=ctx.cancel_token.is_set,
             on_wait=ctx.status,
             keep_resident=keep_resident,
+            can_grow=can_grow,
         )
 
     def _drop_lease(self, key: str, held: HeldLease) -> None:
@@ -244,22 +258,49 @@ class WorkerRuntime:
             held.lease.done_revoke(0, "released")
             del self.leases[key]
             ctx.status(f"paused: {revoke.reason}")
-            lease = self._acquire(ctx, key, held.tiers)
+            lease = self._acquire(ctx, key, held.tiers, held.lease.can_grow)
             self.leases[key] = HeldLease(
                 lease=lease, tiers=held.tiers, priority=held.priority, job=key, on_release=held.on_release
             )
             _tier_named(held.tiers, lease.tier).apply()
             ctx.status(f"resumed on {lease.tier}")
+        self._take_up_grows(ctx)
         self._audit_leases(ctx)
 
-    # Issue 7 (arbiter policy), added by the arbiter's owner: the two helpers below.
+    def _take_up_grows(self, ctx: JobContext) -> None:
+        """Memory came back (issue 7): switch to the faster tier set aside for us, or decline."""
+        for held in self.leases.values():
+            grow = held.lease.grow_offered()
+            if grow is None:
+                continue
+            tier = next((t for t in held.tiers if t.name == grow.tier and t.bytes <= grow.target_bytes), None)
+            if tier is None:
+                held.lease.done_grow(held.lease.bytes, held.lease.tier)
+                continue
+            tier.apply()
+            held.lease.done_grow(tier.bytes, tier.name)
+            ctx.status(f"memory back: running {tier.name}")
+
+    def pause_point(self, ctx: JobContext, flush: Callable[[], None] | None = None) -> None:
+        """Inside a step (``workers/pause_points.py``): a throttle holds the job here; revokes wait
+        for the step boundary, where the activations are freed."""
+        if self._throttle_order() is None:
+            return
+        if flush is not None:
+            flush()
+        self._wait_while_throttled(ctx)
+
+    # Issue 7 (arbiter policy), added by the arbiter's owner: the helpers below.
+    def _throttle_order(self):
+        return next((h.lease.throttled() for h in self.leases.values() if h.lease.throttled()), None)
+
     def _wait_while_throttled(self, ctx: JobContext) -> None:
         """A stronger job (chat, a brush edit) computes: wait here, between steps, keeping memory.
 
         Bounded by the arbiter's ``max_pause_s`` so background work is never starved for good;
         a revoke or a cancel ends the wait at once.
         """
-        order = next((h.lease.throttled() for h in self.leases.values() if h.lease.throttled()), None)
+        order = self._throttle_order()
         if order is None:
             return
         if order is not self._throttle_said:  # once per order, not at every token

@@ -24,6 +24,8 @@ from bench.arbiter_sim.engine import first_of
 from bench.arbiter_sim.workloads import TierCost, Workload
 from workers.arbiter.messages import (
     Granted,
+    Grow,
+    GrowDone,
     Refused,
     Register,
     Release,
@@ -81,6 +83,11 @@ class Client:
         return self.tier
         yield  # a generator that never waits
 
+    def pause_point(self):
+        """Inside a step: only a throttle can hold it here (memory in use cannot shrink mid-step)."""
+        return
+        yield
+
 
 class GreedyClient(Client):
     def __init__(self, world: World, workload: Workload, pid: int) -> None:
@@ -131,6 +138,7 @@ class ArbiterClient(Client):
         self.idle_now = False
         self.revoke: Revoke | None = None
         self.throttle: Throttle | None = None
+        self.grow: Grow | None = None
         self._grant = world.sim.event()
         self._wake = world.sim.event()
         world.send(self, Register(owner=workload.app, pid=pid))
@@ -144,6 +152,8 @@ class ArbiterClient(Client):
             self.revoke = message
             if self.idle_now:  # the runtime's idle poll answers within 0.2 s
                 self.world.sim.at(self.world.sim.now + IDLE_POLL_S, self._honour_idle_revoke)
+        elif isinstance(message, Grow) and message.lease_id == self.lease_id:
+            self.grow = message
         elif isinstance(message, Throttle) and message.lease_id == self.lease_id:
             self.throttle = message if message.pause else None
         self._wake.fire()
@@ -162,6 +172,7 @@ class ArbiterClient(Client):
             priority=self.workload.priority,
             tiers=tuple(self.workload.wire()),
             keep_resident=self.workload.keep_resident,
+            can_grow=self.workload.can_grow,
         )
         self.world.send(self, request)
         answer = yield self._grant
@@ -169,13 +180,14 @@ class ArbiterClient(Client):
             self.world.oom(self.workload.app, answer.reason)
             return None
         self.lease_id, self.idle_now, self.revoke, self.throttle = answer.lease_id, False, None, None
+        self.grow = None
         return (yield from self._load(self.workload.tier(answer.tier)))
 
     def boundary(self):
         """A step boundary: wait while throttled (bounded), then honour a revoke."""
         yield from self._wait_while_throttled()
         if self.revoke is None:
-            return self.tier
+            return self._take_up_grow()
         revoke, self.revoke = self.revoke, None
         if not revoke.tier:
             self._free()
@@ -190,6 +202,22 @@ class ArbiterClient(Client):
         if self.workload.switch_reloads:  # re-quantizing reads the weights again
             self.world.stats.bytes_reloaded += leaner.bytes
             yield self.world.sim.timeout(leaner.reload_s)
+        return self.tier
+
+    def pause_point(self):
+        yield from self._wait_while_throttled()
+
+    def _take_up_grow(self) -> TierCost:
+        """Switch to the larger tier the ledger set aside (re-slicing: no reload)."""
+        grow, self.grow = self.grow, None
+        if grow is None or self.tier is None:
+            return self.tier
+        larger = self.workload.tier(grow.tier)
+        if not self.world.allocate(self.pid, larger.bytes - self.tier.bytes, self.workload.app):
+            self._answer(GrowDone(lease_id=self.lease_id, new_bytes=self.tier.bytes, tier=self.tier.name))
+            return self.tier
+        self.tier = larger
+        self._answer(GrowDone(lease_id=self.lease_id, new_bytes=larger.bytes, tier=larger.name))
         return self.tier
 
     def _wait_while_throttled(self):

@@ -53,9 +53,17 @@ class TierCost:
     bytes: int
     step_s: float
     prefill_token_s: float = 0.0
+    pause_points: int = 1
+    """Points per step where it can pause for a stronger job (the video worker's denoiser blocks)."""
 
     def wire(self) -> Tier:
-        return Tier(name=self.name, bytes=self.bytes, est_step_s=self.step_s, reload_s=self.reload_s)
+        return Tier(
+            name=self.name,
+            bytes=self.bytes,
+            est_step_s=self.step_s,
+            reload_s=self.reload_s,
+            pause_every_s=self.step_s / self.pause_points,
+        )
 
     @property
     def reload_s(self) -> float:
@@ -71,6 +79,8 @@ class Workload:
     keep_resident: bool = False
     switch_reloads: bool = False
     """Changing tier means loading the weights again (chat re-quantizes); video just re-slices."""
+    can_grow: bool = False
+    """It may take a larger tier back between steps (the video worker asks with ``can_grow``)."""
 
     def tier(self, name: str) -> TierCost:
         return next(t for t in self.tiers if t.name == name)
@@ -97,16 +107,19 @@ BRUSH = Workload(
     tiers=(TierCost("resident", int(2.6 * GiB), 0.030), TierCost("offloaded", int(1.1 * GiB), 0.052)),
     kernel_ms=0.4,
 )
+UNET_BLOCKS = 9
+"""AnimateDiff's UNet: 4 down blocks, the mid block, 4 up blocks; the worker pauses before each."""
 VIDEO = Workload(
     app="video",
     priority=Priority.background,
     tiers=(
-        TierCost("resident", int(8.0 * GiB), 0.60),
-        TierCost("sliced-2", int(5.0 * GiB), 0.63),
-        TierCost("sliced-4", int(3.4 * GiB), 0.67),
-        TierCost("offloaded", int(1.8 * GiB), 1.55),
+        TierCost("resident", int(8.0 * GiB), 0.60, pause_points=UNET_BLOCKS),
+        TierCost("sliced-2", int(5.0 * GiB), 0.63, pause_points=UNET_BLOCKS),
+        TierCost("sliced-4", int(3.4 * GiB), 0.67, pause_points=UNET_BLOCKS),
+        TierCost("offloaded", int(1.8 * GiB), 1.55, pause_points=UNET_BLOCKS),
     ),
     kernel_ms=2.0,
+    can_grow=True,
 )
 MUSIC = Workload(
     app="music",

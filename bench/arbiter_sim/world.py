@@ -23,7 +23,7 @@ from bench.arbiter_sim.workloads import (
 )
 from workers.arbiter.device import SimulatedDevice
 from workers.arbiter.ledger import DEFAULT_HEADROOM, Ledger
-from workers.arbiter.records import Send
+from workers.arbiter.records import RANK, Send
 
 POLICIES = ("ours", "greedy", "static")
 PREFILL_KERNEL_MS = 0.5
@@ -44,6 +44,8 @@ class Stats:
     bytes_reloaded: int = 0
     overdue: int = 0
     peak_used: int = 0
+    gpu_work: list[tuple[float, str, float]] = field(default_factory=list)
+    """(when it finished, app, solo seconds of GPU work) for every kernel batch run."""
 
 
 class World:
@@ -101,6 +103,11 @@ class World:
         self.stats.peak_used = max(self.stats.peak_used, self.device.really_used())
         return True
 
+    def _compute(self, app: str, work_s: float, kernel_ms: float):
+        done = self.gpu.run(work_s, kernel_ms)
+        done.then(lambda _: self.stats.gpu_work.append((self.sim.now, app, work_s)))
+        return done
+
     def oom(self, who: str, why: str) -> None:
         self.stats.ooms.append((round(self.sim.now, 2), who, why))
 
@@ -116,13 +123,13 @@ class World:
             start = sim.now
             tier = yield from client.open()
             if tier is not None:
-                yield self.gpu.run(turn.prompt_tokens * tier.prefill_token_s, PREFILL_KERNEL_MS)
+                yield self._compute("chat", turn.prompt_tokens * tier.prefill_token_s, PREFILL_KERNEL_MS)
             first = sim.now
             for _ in range(turn.answer_tokens - 1):
                 tier = (yield from client.boundary()) if tier is not None else None
                 if tier is None:
                     break
-                yield self.gpu.run(tier.step_s, CHAT.kernel_ms)
+                yield self._compute("chat", tier.step_s, CHAT.kernel_ms)
             if tier is None:
                 self.stats.chat.append((float("inf"), float("inf"), float("inf")))
                 continue
@@ -143,7 +150,7 @@ class World:
                 tier = (yield from client.boundary()) if tier is not None else None
                 if tier is None:
                     break
-                yield self.gpu.run(tier.step_s, BRUSH.kernel_ms)
+                yield self._compute("image", tier.step_s, BRUSH.kernel_ms)
             self.stats.edits.append(sim.now - start if tier is not None else float("inf"))
             client.idle()
 
@@ -160,7 +167,12 @@ class World:
             tier = yield from client.boundary()
             if tier is None:
                 break
-            yield self.gpu.run(tier.step_s, WORKLOADS[render.app].kernel_ms)
+            for point in range(tier.pause_points):  # the denoiser's blocks, a pause point before each
+                if point:
+                    yield from client.pause_point()
+                yield self._compute(
+                    render.app, tier.step_s / tier.pause_points, WORKLOADS[render.app].kernel_ms
+                )
         client.close()
         self.stats.renders[render.label] = sim.now - start if tier is not None else float("inf")
 
@@ -199,6 +211,22 @@ def solo_seconds(policy: str, trace: Trace, render: Render) -> float:
     world = World(policy, trace, (render.app,), foreign=False)
     solo = Render(render.app, 0.0, render.steps, render.label)
     return world.run([solo]).renders[render.label]
+
+
+def work_conserving_bound(stats: Stats, render: Render, solo: float) -> float:
+    """The best throughput ``render`` could have had in this mix under strict priority.
+
+    The GPU never idles for nothing in the best case, and every second of GPU work that stronger
+    apps did while the render ran was a second it could not run: solo / (solo + that work).
+    """
+    end = render.at + stats.renders[render.label]
+    rank = RANK[WORKLOADS[render.app].priority]
+    stronger = sum(
+        work
+        for when, app, work in stats.gpu_work
+        if render.at <= when <= end and RANK[WORKLOADS[app].priority] < rank
+    )
+    return min(1.0, solo / (solo + stronger))
 
 
 def slo_met(stats: Stats) -> tuple[int, int, int]:

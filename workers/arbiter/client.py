@@ -37,6 +37,8 @@ from workers.arbiter.messages import (
     CancelRequest,
     DeviceReading,
     Granted,
+    Grow,
+    GrowDone,
     HeldLease,
     LedgerSnapshot,
     ProtocolError,
@@ -84,10 +86,12 @@ class Lease:
         self.priority = request.priority
         self.tiers = request.tiers
         self.keep_resident = request.keep_resident
+        self.can_grow = request.can_grow
         self.idle = False
         self.released = False
         self._revoke: Revoke | None = None
         self._throttle: Throttle | None = None
+        self._grow: Grow | None = None
 
     def __repr__(self) -> str:
         return f"Lease({self.lease_id!r}, {self.job!r}, bytes={self.bytes}, tier={self.tier!r})"
@@ -110,6 +114,14 @@ class Lease:
         """Tell the arbiter the memory is freed down to ``new_bytes`` (0: unloaded, lease ends)."""
         self._client._revoke_done(self, new_bytes, tier)
 
+    def grow_offered(self) -> Grow | None:
+        """Memory for a faster tier the arbiter set aside for this lease, if any (step boundary)."""
+        return self._grow
+
+    def done_grow(self, new_bytes: int, tier: str = "") -> None:
+        """Tell the arbiter this lease now holds ``new_bytes`` at ``tier`` (unchanged: declined)."""
+        self._client._grow_done(self, new_bytes, tier)
+
     def release(self) -> None:
         """End the lease after freeing its memory. Idempotent."""
         self._client._release(self)
@@ -128,6 +140,7 @@ class Lease:
             tiers=self.tiers,
             idle=self.idle,
             keep_resident=self.keep_resident,
+            can_grow=self.can_grow,
         )
 
 
@@ -161,11 +174,13 @@ class ArbiterClient:
         on_wait: Callable[[str], None] | None = None,
         *,
         keep_resident: bool = False,
+        can_grow: bool = False,
     ) -> Lease:
         """Block until the arbiter grants one of ``tiers`` (fastest first).
 
         ``keep_resident`` marks a token-by-token model (chat, music) that the arbiter evicts or
-        pauses only after everything else. Raises ``OutOfMemory`` with the arbiter's reason when refused or after ``timeout``
+        pauses only after everything else; ``can_grow`` a job that can take a larger tier back
+        between steps (``Lease.grow_offered``). Raises ``OutOfMemory`` with the arbiter's reason when refused or after ``timeout``
         seconds, and ``JobCancelled`` as soon as ``cancelled()`` is true.
         """
         request = Request(
@@ -175,6 +190,7 @@ class ArbiterClient:
             tiers=tuple(tiers),
             owner=self.owner,
             keep_resident=keep_resident,
+            can_grow=can_grow,
         )
         answers: queue.Queue = queue.Queue()
         with self._lock:
@@ -271,6 +287,14 @@ class ArbiterClient:
                 lease.released = True
                 self._leases.pop(lease.lease_id, None)
             self._send_locked(RevokeDone(lease_id=lease.lease_id, new_bytes=new_bytes, tier=lease.tier))
+
+    def _grow_done(self, lease: Lease, new_bytes: int, tier: str) -> None:
+        with self._lock:
+            lease._grow = None
+            if lease.released:
+                return
+            lease.bytes, lease.tier = new_bytes, tier or lease.tier
+            self._send_locked(GrowDone(lease_id=lease.lease_id, new_bytes=new_bytes, tier=lease.tier))
 
     def _abandon(self, request_id: str, answers: queue.Queue) -> None:
         with self._lock:
@@ -374,6 +398,8 @@ class ArbiterClient:
                     return
                 self._sock.close()
                 self._sock = sock
+                for lease in self._leases.values():
+                    lease._grow = None  # the old arbiter's offers died with it
                 held = tuple(lease.held() for lease in self._leases.values())
                 self._send_locked(Register(owner=self.owner, pid=os.getpid(), held=held))
                 for request, _ in self._pending.values():
@@ -399,6 +425,10 @@ class ArbiterClient:
                     lease = self._leases.get(lease_id)
                     if lease is not None:
                         lease._revoke = msg
+                case Grow(lease_id=lease_id):
+                    lease = self._leases.get(lease_id)
+                    if lease is not None:
+                        lease._grow = msg
                 case Throttle(lease_id=lease_id, pause=pause):
                     lease = self._leases.get(lease_id)
                     if lease is not None:

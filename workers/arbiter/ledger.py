@@ -11,7 +11,9 @@ answers client messages; ``policy`` decides whom to grant, evict, shrink, pause 
 - released memory is re-granted only once the holder's device reading shows it gone, or once the
   reading lag window has passed;
 - a holder that misses its revoke deadline is reported by ``overdue()``; the server kills that
-  process (exit is the only reliable way to free VRAM) and calls ``process_killed``.
+  process (exit is the only reliable way to free VRAM) and calls ``process_killed``;
+- memory offered back to a shrunk render (``Grow``) counts as leased from the offer on, so it is
+  never granted twice; an offer not taken up within the revoke deadline lapses.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from workers.arbiter.device import DeviceView
 from workers.arbiter.messages import (
     CancelRequest,
     DeviceReading,
+    GrowDone,
     HeldLease,
     LeaseInfo,
     LedgerSnapshot,
@@ -47,6 +50,7 @@ from workers.arbiter.records import (
     DEFAULT_HEADROOM,
     DEFAULT_KEEP_WARM_S,
     DEFAULT_REVOKE_DEADLINE_S,
+    GROW_SETTLE_S,
     INTERACTIVE_STEP_S,
     RANK,
     ClientRecord,
@@ -65,6 +69,7 @@ __all__ = [
     "DEFAULT_HEADROOM",
     "DEFAULT_KEEP_WARM_S",
     "DEFAULT_REVOKE_DEADLINE_S",
+    "GROW_SETTLE_S",
     "INTERACTIVE_STEP_S",
     "RANK",
     "Ledger",
@@ -88,6 +93,7 @@ class Ledger(SchedulingPolicy):
         lag_window_s: float | None = None,
         aging_s: float = DEFAULT_AGING_S,
         keep_warm_s: float = DEFAULT_KEEP_WARM_S,
+        grow_settle_s: float = GROW_SETTLE_S,
         clock: Callable[[], float] = time.monotonic,
         lease_prefix: str | None = None,
     ):
@@ -97,6 +103,7 @@ class Ledger(SchedulingPolicy):
         self.lag_window_s = device.reading_lag_s if lag_window_s is None else lag_window_s
         self.aging_s = aging_s
         self.keep_warm_s = keep_warm_s
+        self.grow_settle_s = grow_settle_s
         self._clock = clock
         # A restarted arbiter must not reuse the ids that re-registering clients still hold.
         self._prefix = lease_prefix if lease_prefix is not None else f"L{secrets.token_hex(3)}-"
@@ -122,7 +129,7 @@ class Ledger(SchedulingPolicy):
     def _totals(self) -> Totals:
         leases = list(self._leases.values())
         return Totals(
-            leased=sum(lease.bytes for lease in leases),
+            leased=sum(lease.bytes + lease.reserved for lease in leases),
             returning=sum(item.bytes for item in self._returning),
             incoming=sum(lease.incoming for lease in leases),
             leases=leases,
@@ -154,6 +161,8 @@ class Ledger(SchedulingPolicy):
                 return self.set_idle(client, lease_id, idle)
             case RevokeDone(lease_id=lease_id, new_bytes=new_bytes, tier=tier):
                 return self.revoke_done(client, lease_id, new_bytes, tier)
+            case GrowDone(lease_id=lease_id, new_bytes=new_bytes, tier=tier):
+                return self.grow_done(client, lease_id, new_bytes, tier)
             case DeviceReading():
                 return self.observe(client, msg)
             case StatusQuery():
@@ -189,6 +198,7 @@ class Ledger(SchedulingPolicy):
                 idle_since=now,
                 keep_resident=item.keep_resident,
                 granted_rank=RANK[item.priority],
+                can_grow=item.can_grow,
             )
         return self._schedule()
 
@@ -209,6 +219,7 @@ class Ledger(SchedulingPolicy):
                 tiers=tiers,
                 owner=owner,
                 keep_resident=request.keep_resident,
+                can_grow=request.can_grow,
             ),
             client=client,
             owner=owner,
@@ -228,6 +239,8 @@ class Ledger(SchedulingPolicy):
         lease = self._own_lease(client, lease_id)
         lease.idle = idle
         lease.idle_since = self._clock()
+        if idle:
+            lease.grow = None  # its job ended: nobody will take the offer up
         return self._schedule()
 
     def revoke_done(self, client: str, lease_id: str, new_bytes: int, tier: str = "") -> list[Send]:
@@ -244,6 +257,34 @@ class Ledger(SchedulingPolicy):
             self._end_lease(lease)
         else:
             self._shrink(lease, new_bytes, tier or lease.tier)
+        return self._schedule()
+
+    def grow_done(self, client: str, lease_id: str, new_bytes: int, tier: str = "") -> list[Send]:
+        """The holder took up a ``Grow`` (or declined it with its bytes unchanged).
+
+        Growing past the offer, or with no offer (it lapsed while the holder switched), is taken
+        as a fact, like a re-registered lease: memory allocated is not undone by refusing the
+        message; the over-commit check then takes back what does not fit.
+        """
+        lease = self._own_lease(client, lease_id)
+        largest = max([t.bytes for t in lease.tiers] + [lease.bytes])
+        if not 0 < new_bytes <= largest:
+            raise LedgerError(
+                f"GrowDone for {lease_id}: new_bytes must be within 1..{format_bytes(largest)} "
+                f"(its largest tier), got {new_bytes}"
+            )
+        offer, lease.grow = lease.grow, None
+        if offer is None or new_bytes > offer.target_bytes:
+            log.warning(
+                "%s grew %s to %s without an offer covering it",
+                lease.owner,
+                lease_id,
+                format_bytes(new_bytes),
+            )
+        if new_bytes < lease.bytes:
+            self._shrink(lease, new_bytes, tier or lease.tier)
+        else:
+            lease.bytes, lease.tier = new_bytes, tier or lease.tier
         return self._schedule()
 
     def cancel(self, client: str, request_id: str) -> list[Send]:
@@ -382,6 +423,7 @@ class Ledger(SchedulingPolicy):
     def _shrink(self, lease: LeaseRecord, new_bytes: int, tier: str) -> None:
         freed = lease.bytes - new_bytes
         lease.bytes, lease.tier = new_bytes, tier
+        lease.offer_after = self._clock() + self.grow_settle_s
         if lease.revoke and new_bytes <= lease.revoke.target_bytes:
             lease.revoke = None
         if freed:

@@ -1,9 +1,9 @@
 """The arbiter's lease protocol: one file, one contract.
 
 Commands (client -> arbiter) are imperative nouns: ``Register``, ``Request``, ``Release``,
-``SetIdle``, ``RevokeDone``, ``DeviceReading``, ``StatusQuery``, ``CancelRequest``.
+``SetIdle``, ``RevokeDone``, ``GrowDone``, ``DeviceReading``, ``StatusQuery``, ``CancelRequest``.
 Answers and orders (arbiter -> client) say what happened or what must happen: ``Granted``,
-``Waiting``, ``Refused``, ``Revoke``, ``Throttle``, ``Status``, ``ProtocolError``.
+``Waiting``, ``Refused``, ``Revoke``, ``Grow``, ``Throttle``, ``Status``, ``ProtocolError``.
 
 Every message is a frozen, slotted, keyword-only dataclass registered with ``workers.codec``,
 so it travels as JSON; the arbiter never unpickles anything a client sends.
@@ -31,6 +31,9 @@ class Tier:
     """Estimated seconds per step (denoising step, token) at this tier; 0 when unknown."""
     reload_s: float = 0.0
     """Seconds to load the model back at this tier once evicted; 0: estimated from ``bytes``."""
+    pause_every_s: float = 0.0
+    """Longest stretch of work between two points where the job can pause for a stronger one
+    (a block of the denoiser, not the whole step); 0: it pauses only between steps."""
 
 
 @message
@@ -46,6 +49,7 @@ class HeldLease:
     tiers: tuple[Tier, ...] = ()
     idle: bool = False
     keep_resident: bool = False
+    can_grow: bool = False
 
 
 # --------------------------------------------------------------------------- client -> arbiter
@@ -76,6 +80,9 @@ class Request:
     keep_resident: bool = False
     """A token-by-token model (chat, music): reloading it stalls a person mid-answer, so the
     arbiter evicts or pauses it only after everything else."""
+    can_grow: bool = False
+    """The job can switch to a larger tier between steps without reloading (a video render
+    changing its slicing), so the arbiter offers it memory back (``Grow``) once it is free."""
 
 
 @message
@@ -99,6 +106,16 @@ class SetIdle:
 @frozen
 class RevokeDone:
     """The holder shrank to a leaner tier (or unloaded: ``new_bytes`` 0 ends the lease)."""
+
+    lease_id: str
+    new_bytes: int
+    tier: str = ""
+
+
+@message
+@frozen
+class GrowDone:
+    """The holder switched to a larger tier after a ``Grow`` (or declined: ``new_bytes`` unchanged)."""
 
     lease_id: str
     new_bytes: int
@@ -237,6 +254,18 @@ class Revoke:
 
 @message
 @frozen
+class Grow:
+    """Memory for a faster tier of the holder's own is set aside for it (it was shrunk, and the
+    memory is free again): switch at the next step boundary and answer ``GrowDone``."""
+
+    lease_id: str
+    target_bytes: int
+    tier: str
+    reason: str = ""
+
+
+@message
+@frozen
 class Throttle:
     """Compute contention: pause between steps while a stronger job computes (``pause``), or resume.
 
@@ -272,7 +301,25 @@ class ProtocolError:
 
 
 ClientMessage = (
-    Register | Request | Release | SetIdle | RevokeDone | DeviceReading | StatusQuery | CancelRequest
+    Register
+    | Request
+    | Release
+    | SetIdle
+    | RevokeDone
+    | GrowDone
+    | DeviceReading
+    | StatusQuery
+    | CancelRequest
 )
-ArbiterMessage = Granted | Waiting | Refused | Revoke | Throttle | Status | ProtocolError
-CLIENT_MESSAGES = (Register, Request, Release, SetIdle, RevokeDone, DeviceReading, StatusQuery, CancelRequest)
+ArbiterMessage = Granted | Waiting | Refused | Revoke | Grow | Throttle | Status | ProtocolError
+CLIENT_MESSAGES = (
+    Register,
+    Request,
+    Release,
+    SetIdle,
+    RevokeDone,
+    GrowDone,
+    DeviceReading,
+    StatusQuery,
+    CancelRequest,
+)

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import logging
 
-from workers.arbiter.messages import Granted, Request, Revoke, Throttle, Tier, Waiting
+from workers.arbiter.messages import Granted, Grow, Request, Revoke, Throttle, Tier, Waiting
 from workers.arbiter.records import (
     INTERACTIVE_LINGER_S,
     INTERACTIVE_STEP_S,
+    QUICK_PAUSE_S,
     RANK,
+    GrowOrder,
     LeaseRecord,
     RevokeOrder,
     Send,
     WaiterRecord,
+    tier_reload_s,
 )
 from workers.arbiter.units import format_bytes
 from workers.protocol import Priority
@@ -59,6 +62,7 @@ class SchedulingPolicy:
         if self._clock() < self._hold_until:
             reason = "waiting for Hearth's processes to re-register their memory after an arbiter restart"
             return [send for waiter in queue for send in self._tell_waiting(waiter, reason)]
+        self._lapse_grows()
         out = self._reclaim_overcommit()
         for index, waiter in enumerate(queue):
             tier = self._fitting_tier(waiter)
@@ -75,7 +79,7 @@ class SchedulingPolicy:
             for later in queue[index + 1 :]:
                 out += self._tell_waiting(later, behind)
             break
-        return out + self._update_throttles()
+        return out + self._offer_grows() + self._update_throttles()
 
     def _fitting_tier(self, waiter: WaiterRecord) -> Tier | None:
         if not self.device.ready():
@@ -84,7 +88,12 @@ class SchedulingPolicy:
         fitting = [tier for tier in waiter.request.tiers if tier.bytes <= available]
         if not fitting:
             return None
-        # The largest tier that fits (tiers are kept largest first): leaner tiers trade quality,
+        if any(not lease.idle for lease in self._leases.values()):
+            # Others compute too: GPU time is what everyone shares, so skip a tier that is larger
+            # *and* much slower than another that fits (int8 next to nf4): its every step takes
+            # time from the other jobs for a small gain in quality.
+            fitting = [tier for tier in fitting if not any(_dominates(other, tier) for other in fitting)]
+        # The largest tier left (tiers are kept largest first): leaner tiers trade quality,
         # not only speed (a chat's nf4 answers drift where bf16's don't, even if nf4 decodes faster).
         return fitting[0]
 
@@ -106,6 +115,8 @@ class SchedulingPolicy:
             granted_at=now,
             idle_since=now,
             keep_resident=request.keep_resident,
+            can_grow=request.can_grow,
+            loading_until=now + tier_reload_s(tier),
             granted_rank=rank,
             protected_until=now + self.aging_s if rank < RANK[request.priority] else 0.0,
         )
@@ -174,7 +185,63 @@ class SchedulingPolicy:
         return self._free_memory(short, weaker, reason)
 
     def _active_unrevoked(self) -> list[LeaseRecord]:
-        return [lease for lease in self._leases.values() if not lease.idle and lease.revoke is None]
+        """Active leases that may be ordered to shrink (not while a grow offer is out: one order
+        at a time, and a grow is answered at the holder's next step boundary)."""
+        return [
+            lease
+            for lease in self._leases.values()
+            if not lease.idle and lease.revoke is None and lease.grow is None
+        ]
+
+    # ----------------------------------------------------------------------- giving memory back
+
+    def _offer_grows(self) -> list[Send]:
+        """Nobody waits and memory is free: offer shrunk renders a faster tier of theirs back.
+
+        Only to jobs that switch tiers without reloading (``can_grow``), only from memory free
+        now (never by evicting anyone), and not within ``grow_settle_s`` of their last shrink.
+        """
+        now = self._clock()
+        if self._waiters or not self.device.ready() or now < self._hold_until:
+            return []
+        available = self.available()
+        out = []
+        growable = [lease for lease in self._active_unrevoked() if lease.can_grow]
+        for lease in sorted(growable, key=lambda lease: (lease.rank(now), lease.granted_at)):
+            if now < lease.offer_after:
+                continue
+            current = lease.step_s()
+            faster = [
+                tier
+                for tier in lease.tiers
+                if lease.bytes < tier.bytes <= lease.bytes + available and 0 < tier.est_step_s < current
+            ]
+            if not faster:
+                continue
+            tier = faster[0]  # the largest that fits is the fastest (tiers are kept largest first)
+            lease.grow = GrowOrder(
+                target_bytes=tier.bytes, tier=tier.name, deadline=now + self.revoke_deadline_s
+            )
+            available -= tier.bytes - lease.bytes
+            log.info("offering %s back to %s: %s", format_bytes(tier.bytes), lease.owner, tier.name)
+            reason = f"memory free again: back to {tier.name}"
+            out.append(
+                Send(
+                    lease.client,
+                    Grow(lease_id=lease.lease_id, target_bytes=tier.bytes, tier=tier.name, reason=reason),
+                )
+            )
+        return out
+
+    def _lapse_grows(self) -> None:
+        """Offers not taken up in time lapse; so do all of them when the budget shrank below the
+        leases (other programs grew): the memory set aside is the first to give back."""
+        now = self._clock()
+        over = self._totals().leased > self.budget()
+        for lease in self._leases.values():
+            if lease.grow is not None and (over or now > lease.grow.deadline):
+                lease.grow = None
+                lease.offer_after = now + self.grow_settle_s
 
     def _free_memory(self, short: int, weaker: list[LeaseRecord], reason: str) -> list[Send]:
         """Order revokes worth ``short`` bytes, cheapest first (see the module docstring)."""
@@ -222,7 +289,7 @@ class SchedulingPolicy:
         active = [lease for lease in self._leases.values() if lease.bytes and self._computing(lease, now)]
         out = []
         for lease in self._leases.values():
-            stronger = [] if lease.idle else [a for a in active if a.rank(now) < lease.rank(now)]
+            stronger = [] if lease.idle else [a for a in active if _holds_back(a, lease, now)]
             state = (bool(stronger), self._duty_pause(lease, stronger, now) if stronger else 0.0)
             if state == lease.throttle:
                 continue
@@ -242,7 +309,13 @@ class SchedulingPolicy:
         return out
 
     def _computing(self, lease: LeaseRecord, now: float) -> bool:
-        """Active, or an interactive lease between two edits of a burst (the next comes soon)."""
+        """Active, or an interactive lease between two edits of a burst (the next comes soon).
+
+        Not while a fresh grant is still copying its weights in (its tier's reload time): that
+        uses the bus, not the GPU's cores, and weaker jobs may keep computing meanwhile.
+        """
+        if now < lease.loading_until:
+            return False
         if not lease.idle:
             return True
         lingering = not lease.keep_resident and now - lease.idle_since < INTERACTIVE_LINGER_S
@@ -252,13 +325,13 @@ class SchedulingPolicy:
         """Seconds to wait after each step so a streaming chat keeps within 3/4 of its token target.
 
         Only while every stronger job is an active interactive token stream with a declared step
-        time: with one weaker step per ``own + pause`` seconds, the stream loses ``own`` seconds in
-        every ``own + pause``. Anything else (a brush burst, a single-shot render) pauses fully.
+        time: with one stretch of weaker work (a step, or the part of one up to its next pause point)
+        per ``own + pause`` seconds, the stream loses ``own`` seconds in every ``own + pause``. Anything else (a brush burst, a single-shot render) pauses fully.
         """
         streams = [
             s for s in stronger if s.keep_resident and not s.idle and s.priority is Priority.interactive
         ]
-        own = lease.step_s()
+        own = lease.pause_every_s()  # it waits at each pause point, not only between steps
         if len(streams) != len(stronger) or own <= 0 or any(s.step_s() <= 0 for s in streams):
             return 0.0
         token_s = max(s.step_s() for s in streams)
@@ -307,6 +380,31 @@ class SchedulingPolicy:
 
 CHEAP_SLOWDOWN = 1.25
 """A leaner tier at most this much slower per step is a cheap shrink (slicing, not offloading)."""
+
+
+def _dominates(tier: Tier, other: Tier) -> bool:
+    """``tier`` is leaner than ``other`` and much faster (``CHEAP_SLOWDOWN``), both declared.
+
+    Only much faster: a slightly faster, even leaner tier (2-bit next to 4-bit) costs quality
+    for little GPU time.
+    """
+    known = tier.est_step_s > 0 and other.est_step_s > 0
+    return known and tier.bytes < other.bytes and tier.est_step_s * CHEAP_SLOWDOWN <= other.est_step_s
+
+
+def _holds_back(stronger: LeaseRecord, weaker: LeaseRecord, now: float) -> bool:
+    """Does ``stronger`` (active, or between two edits of a burst) keep ``weaker`` paused?
+
+    Between edits only a weaker job that cannot pause quickly must sit idle: one that pauses
+    within ``QUICK_PAUSE_S`` of the next edit starting (pause points inside its step) runs in the
+    gaps, and the next edit's ``SetIdle`` pauses it at once.
+    """
+    if stronger.rank(now) >= weaker.rank(now):
+        return False
+    if not stronger.idle:
+        return True
+    quick = 0 < weaker.pause_every_s() <= QUICK_PAUSE_S
+    return not quick
 
 
 def _cheap_leanest(lease: LeaseRecord) -> Tier:

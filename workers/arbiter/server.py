@@ -27,7 +27,14 @@ from workers import codec
 from workers.arbiter.address import MAX_SOCKET_PATH, lock_path, socket_path
 from workers.arbiter.device import device_from_env
 from workers.arbiter.framing import FrameBuffer, FrameTooLarge, frame
-from workers.arbiter.ledger import DEFAULT_AGING_S, DEFAULT_HEADROOM, DEFAULT_REVOKE_DEADLINE_S, Ledger, Send
+from workers.arbiter.ledger import (
+    DEFAULT_AGING_S,
+    DEFAULT_HEADROOM,
+    DEFAULT_REVOKE_DEADLINE_S,
+    GROW_SETTLE_S,
+    Ledger,
+    Send,
+)
 from workers.arbiter.messages import CLIENT_MESSAGES, ProtocolError, Register
 from workers.arbiter.units import format_bytes, parse_bytes
 
@@ -322,6 +329,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--aging", type=float, default=_env_float("HEARTH_ARBITER_AGING", DEFAULT_AGING_S))
     parser.add_argument(
+        "--grow-settle",
+        type=float,
+        default=_env_float("HEARTH_ARBITER_GROW_SETTLE", GROW_SETTLE_S),
+        help="seconds after a shrink before a render is offered memory back",
+    )
+    parser.add_argument(
         "--idle-exit",
         type=float,
         default=_env_float("HEARTH_ARBITER_IDLE_EXIT", None),
@@ -352,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             headroom=parse_bytes(args.headroom),
             revoke_deadline_s=args.revoke_deadline,
             aging_s=args.aging,
+            grow_settle_s=args.grow_settle,
         )
         server = ArbiterServer(ledger, path, idle_exit_s=args.idle_exit)
         server.listen()

@@ -114,13 +114,18 @@ class VideoEngine:
 
     def lease(self, ctx: JobContext, key: str, request: VideoRequest, slices: int):
         """Ask the arbiter (tiers fast/large -> slow/small) and switch to the granted plan."""
+        from workers.pause_points import pause_point_count
         from workers.video.memory_plan import manual_plan, plans, shape_of, tiers
 
         shape = shape_of(
             self.pipe, self.family, request.frames, request.height, request.width, request.guidance
         )
         plan_list = [manual_plan(shape, slices)] if slices else plans(shape)
-        granted = ctx.lease_memory(key, tiers(plan_list, self.apply), on_release=self.release)
+        points = pause_point_count(self.denoiser)
+        # Slicing changes between steps without reloading anything: memory may be given back.
+        granted = ctx.lease_memory(
+            key, tiers(plan_list, self.apply, points), on_release=self.release, can_grow=True
+        )
         # A lease kept warm from an earlier job returns its old tier: re-derive this render's plan.
         plan = next((p for p in plan_list if p.tier == granted.name), plan_list[-1])
         self.apply(plan)
@@ -139,12 +144,15 @@ class VideoEngine:
                 self.pipe.unet.disable_forward_chunking()
         self._place_weights(plan.offload)
 
+    @property
+    def denoiser(self):
+        return self.pipe.unet if self.family == "animatediff" else self.pipe.transformer
+
     def _place_weights(self, offload: bool) -> None:
         if self.device == "cpu" or self._offloaded:
             return
         if offload:  # diffusers' group offloading: weights stream in per leaf module
-            denoiser = self.pipe.unet if self.family == "animatediff" else self.pipe.transformer
-            denoiser.enable_group_offload(onload_device=self.device, offload_type="leaf_level")
+            self.denoiser.enable_group_offload(onload_device=self.device, offload_type="leaf_level")
             self._offloaded = True
             for name in ("text_encoder", "vae"):
                 getattr(self.pipe, name).to(self.device)
@@ -158,13 +166,16 @@ class VideoEngine:
     # -- render ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def accelerated(self, request: VideoRequest):
-        """Install the slicer (sliced plans) and Step Rehash (when asked) for one render; removed after,
-        also on cancel or error, so the warm pipeline is stock again between jobs."""
+    def accelerated(self, ctx: JobContext, request: VideoRequest):
+        """Install the slicer (sliced plans), Step Rehash (when asked) and the pause points for one
+        render; removed after, also on cancel or error, so the warm pipeline is stock between jobs."""
+        from workers.pause_points import PausePoints
         from workers.video.rehash import StepRehash, uniform_key_steps
         from workers.video.slicer import VideoSlicer
 
         with contextlib.ExitStack() as stack:
+            flush = _cuda_synchronize if self.device.startswith("cuda") else None
+            stack.enter_context(PausePoints(self.denoiser, lambda: ctx.pause_point(flush)))
             if self.family == "animatediff" and self.plan.sliced:
                 self.slicer = stack.enter_context(
                     VideoSlicer(self.pipe.unet, self.plan.frame_slices, self.plan.spatial_slices)
@@ -197,7 +208,7 @@ class VideoEngine:
 
         generator = torch.Generator("cpu").manual_seed(request.seed)
         extra = {"decode_chunk_size": 1} if self.family == "animatediff" else {}
-        with self.accelerated(request), torch.no_grad():
+        with self.accelerated(ctx, request), torch.no_grad():
             return self.pipe(
                 request.prompt,
                 negative_prompt=request.negative_prompt or None,
@@ -224,6 +235,12 @@ class VideoEngine:
         params["decode_chunk"], params["decode_tiling"] = used.decode_chunk, used.vae_tiling
         checkpoint.unlink(missing_ok=True)
         return frames
+
+
+def _cuda_synchronize() -> None:
+    import torch
+
+    torch.cuda.synchronize()
 
 
 def preview_frame(latents):

@@ -177,12 +177,22 @@ def parse_memory_mode(mode: str) -> int:
     return int(count)
 
 
-def tiers(plan_list: list[VideoPlan], apply: Callable[[VideoPlan], None]) -> list:
-    """The arbiter's tier list for ``plan_list``; each tier's ``apply`` switches the render to its plan."""
+def tiers(plan_list: list[VideoPlan], apply: Callable[[VideoPlan], None], pause_points: int = 1) -> list:
+    """The arbiter's tier list for ``plan_list``; each tier's ``apply`` switches the render to its plan.
+
+    ``pause_points``: points per step where the render pauses for a stronger job
+    (``workers/pause_points.py``), so the arbiter knows how soon it yields.
+    """
     from workers.context import MemoryTier
 
     return [
-        MemoryTier(name=p.tier, bytes=p.bytes, est_step_s=p.est_step_s, apply=_bind(apply, p))
+        MemoryTier(
+            name=p.tier,
+            bytes=p.bytes,
+            est_step_s=p.est_step_s,
+            apply=_bind(apply, p),
+            pause_every_s=p.est_step_s / max(1, pause_points),
+        )
         for p in plan_list
     ]
 
