@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.arbiter_sim.clients import ArbiterClient, Client, GreedyClient, StaticClient
 from bench.arbiter_sim.engine import Gpu, Sim
@@ -207,8 +207,11 @@ def run_policy(policy: str, trace: Trace) -> Stats:
 
 
 def solo_seconds(policy: str, trace: Trace, render: Render) -> float:
-    """How long ``render`` takes alone on the device under ``policy`` (no other app, no growth)."""
-    world = World(policy, trace, (render.app,), foreign=False)
+    """How long ``render`` takes alone on the device under ``policy`` (no other app, no growth).
+
+    Alone it gets all the time it needs (a static split's offloaded video outlasts the trace).
+    """
+    world = World(policy, replace(trace, horizon_s=trace.horizon_s * 10), (render.app,), foreign=False)
     solo = Render(render.app, 0.0, render.steps, render.label)
     return world.run([solo]).renders[render.label]
 

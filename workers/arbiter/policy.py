@@ -198,26 +198,42 @@ class SchedulingPolicy:
     def _offer_grows(self) -> list[Send]:
         """Nobody waits and memory is free: offer shrunk renders a faster tier of theirs back.
 
-        Only to jobs that switch tiers without reloading (``can_grow``), only from memory free
-        now (never by evicting anyone), and not within ``grow_settle_s`` of their last shrink.
+        Only to jobs that switch tiers without reloading (``can_grow``), not within
+        ``grow_settle_s`` of their last shrink, and only from free memory or from stale idle
+        leases (the ones evicted first for anything anyway): never by shrinking or pausing anyone.
         """
         now = self._clock()
-        if self._waiters or not self.device.ready() or now < self._hold_until:
+        if self._waiters or not self.device.ready() or now < self._hold_until or self._returning:
             return []
         available = self.available()
+        stale = sorted(
+            (
+                lease
+                for lease in self._leases.values()
+                if lease.idle and not lease.revoke and self._is_stale(lease, now)
+            ),
+            key=lambda lease: lease.keep_value(now),
+        )
         out = []
         growable = [lease for lease in self._active_unrevoked() if lease.can_grow]
         for lease in sorted(growable, key=lambda lease: (lease.rank(now), lease.granted_at)):
             if now < lease.offer_after:
                 continue
             current = lease.step_s()
+            reachable = available + sum(idle.bytes for idle in stale)
             faster = [
                 tier
                 for tier in lease.tiers
-                if lease.bytes < tier.bytes <= lease.bytes + available and 0 < tier.est_step_s < current
+                if lease.bytes < tier.bytes <= lease.bytes + reachable and 0 < tier.est_step_s < current
             ]
             if not faster:
                 continue
+            missing = faster[0].bytes - lease.bytes - available
+            if missing > 0:  # evict stale idle leases now; the offer follows once the memory is back
+                plan: _Plan = {}
+                why = f"idle lease evicted: memory for {lease.describe()} to run {faster[0].name} again"
+                _plan_evictions(missing, stale, plan, why)
+                return out + [self._order_revoke(idle, 0, "", why) for idle, _, why in plan.values()]
             tier = faster[0]  # the largest that fits is the fastest (tiers are kept largest first)
             lease.grow = GrowOrder(
                 target_bytes=tier.bytes, tier=tier.name, deadline=now + self.revoke_deadline_s
