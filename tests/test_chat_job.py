@@ -51,7 +51,7 @@ class Grants:
         self.grant = grant
         self.requests: list[tuple[str, list[str]]] = []
 
-    def __call__(self, ctx, key, tiers, on_release, can_grow=False):
+    def __call__(self, ctx, key, tiers, on_release, can_grow=False, in_use=None):
         self.requests.append((key, [t.name for t in tiers]))
         tier = next((t for t in tiers if t.name == self.grant), tiers[0])
         tier.apply()
@@ -399,3 +399,62 @@ def test_unknown_conversation_fails_and_stores_nothing(worker, tiny_folder):
 def test_new_request_fields_travel_over_the_wire():
     request = chat("m", stop=("\nUser:",), context_length=512, allow_pickle=True)
     assert decode(encode(request)) == request
+
+
+class RevokedMidAnswer:
+    """A lease the arbiter asks back (to 0) once the answer has started streaming."""
+
+    def __init__(self, tier) -> None:
+        self.bytes, self.tier, self.can_grow = tier.bytes, tier.name, False
+        self.revoke = None
+        self.answers: list[tuple[int, bool]] = []  # (bytes, was the model still generating?)
+        self.slot = None
+
+    def revoke_requested(self):
+        return self.revoke
+
+    def throttled(self):
+        return None
+
+    def grow_offered(self):
+        return None
+
+    def set_idle(self, idle: bool) -> None:
+        pass
+
+    def done_revoke(self, new_bytes: int, tier: str = "") -> None:
+        self.answers.append((new_bytes, self.slot.generating))
+        self.revoke = None
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_revoke_mid_answer_is_answered_only_once_the_weights_are_really_gone(tiny_folder, monkeypatch):
+    """The weights cannot leave under a running generate(): the worker must not tell the arbiter
+    they did (it would grant them to someone else), but finish the answer, then unload and say so."""
+    from workers.arbiter.messages import Revoke
+
+    wire = Wire()
+    runtime = WorkerRuntime(WorkerKind.chat, wire)
+    leases: list[RevokedMidAnswer] = []
+    monkeypatch.setattr(
+        runtime,
+        "_acquire",
+        lambda ctx, key, tiers, can_grow=False: leases.append(RevokedMidAnswer(tiers[0])) or leases[-1],
+    )
+
+    def revoke_at_third_delta(event):
+        if isinstance(event, TextDelta) and sum(isinstance(e, TextDelta) for e in wire.events) == 3:
+            lease = leases[0]
+            lease.slot = runtime.cache.get_or_load(next(k for k in runtime.leases), lambda: None)
+            lease.revoke = Revoke(lease_id="L1", target_bytes=0, deadline_s=5.0, reason="needed by an edit")
+
+    wire.on_event = revoke_at_third_delta
+    events = run_job(runtime, wire, chat(tiny_folder, max_new_tokens=24))
+    assert isinstance(end_of(events), Finished), end_of(events)
+    assert answer_of(events) == reference_greedy(tiny_folder, max_new_tokens=24), "the answer is not cut"
+    assert leases[0].answers == [], "not answered while the weights were still in use"
+    runtime._honour_idle_revokes()  # the worker's idle poll, right after the job
+    assert leases[0].answers == [(0, False)] and leases[0].slot.loaded is None
+    assert not runtime.leases

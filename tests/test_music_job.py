@@ -49,7 +49,7 @@ class Grants:
     def __init__(self) -> None:
         self.offered: list[list[str]] = []
 
-    def __call__(self, ctx, key, tiers, on_release, can_grow=False):
+    def __call__(self, ctx, key, tiers, on_release, can_grow=False, in_use=None):
         self.offered.append([t.name for t in tiers])
         tiers[0].apply()
         return tiers[0]

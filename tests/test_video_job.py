@@ -50,7 +50,7 @@ class Grants:
         self.grant = grant
         self.requests: list[list[tuple[str, int]]] = []
 
-    def __call__(self, ctx, key, tiers, on_release, can_grow=False):
+    def __call__(self, ctx, key, tiers, on_release, can_grow=False, in_use=None):
         self.requests.append([(t.name, t.bytes) for t in tiers])
         self.tiers, self.can_grow = list(tiers), can_grow
         tier = next((t for t in tiers if t.name == self.grant), tiers[0])

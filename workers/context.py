@@ -57,6 +57,10 @@ class HeldLease:
     priority: Priority
     job: str
     on_release: Callable[[], None] = lambda: None
+    in_use: Callable[[], bool] = lambda: False
+    """True while the model cannot be shrunk or dropped (a chat's weights under a running
+    ``generate``): a revoke then waits for the next boundary where it is free, rather than
+    being answered before the memory is really gone."""
 
 
 @dataclass
@@ -129,15 +133,17 @@ class JobContext:
         on_release: Callable[[], None] = lambda: None,
         *,
         can_grow: bool = False,
+        in_use: Callable[[], bool] = lambda: False,
     ) -> MemoryTier:
         """Hold an arbiter lease for model ``key`` (kept warm across jobs); returns the granted tier.
 
         Blocks while the arbiter queues the request (reporting why), raises ``OutOfMemory``
         when no tier can ever fit, ``JobCancelled`` if the job is cancelled while waiting.
         ``can_grow``: the job's tiers switch between steps without reloading, so a shrunk job
-        may be moved back to a faster tier (its ``apply``) once memory is free again.
+        may be moved back to a faster tier (its ``apply``) once memory is free again. ``in_use``:
+        while true, revokes wait (see ``HeldLease.in_use``).
         """
-        return self.runtime.lease_memory(self, key, list(tiers), on_release, can_grow=can_grow)
+        return self.runtime.lease_memory(self, key, list(tiers), on_release, can_grow=can_grow, in_use=in_use)
 
     @property
     def cache(self):

@@ -192,20 +192,26 @@ class WorkerRuntime:
         tiers: list[MemoryTier],
         on_release: Callable[[], None],
         can_grow: bool = False,
+        in_use: Callable[[], bool] = lambda: False,
     ) -> MemoryTier:
         held = self.leases.get(key)
-        if held is not None and _tier_named(tiers, held.lease.tier).bytes > held.lease.bytes:
+        if held is not None and (
+            _tier_named(tiers, held.lease.tier).bytes > held.lease.bytes
+            or held.lease.revoke_requested() is not None
+        ):
             # Issue 7: this job needs more than the warm lease covers at its tier (e.g. more
-            # frames): give it back and ask anew rather than allocate beyond the lease.
+            # frames), or the arbiter asked for the idle lease back just as this job came:
+            # give it back and ask anew rather than start on memory that is no longer ours.
             self._drop_lease(key, held)
             held = None
         if held is not None:
             held.lease.set_idle(False)
             held.tiers = tiers  # this job's tiers: revokes must apply its callbacks, not a past job's
+            held.in_use = in_use
             return _tier_named(held.tiers, held.lease.tier)
         lease = self._acquire(ctx, key, tiers, can_grow)
         self.leases[key] = HeldLease(
-            lease=lease, tiers=tiers, priority=ctx.priority, job=key, on_release=on_release
+            lease=lease, tiers=tiers, priority=ctx.priority, job=key, on_release=on_release, in_use=in_use
         )
         tier = _tier_named(tiers, lease.tier)
         tier.apply()
@@ -248,6 +254,8 @@ class WorkerRuntime:
             revoke = held.lease.revoke_requested()
             if revoke is None:
                 continue
+            if held.in_use():  # honoured once the model is free (next boundary, or idle at job end)
+                continue
             leaner = [t for t in held.tiers if t.bytes <= revoke.target_bytes]
             if leaner:
                 leaner[0].apply()
@@ -260,7 +268,12 @@ class WorkerRuntime:
             ctx.status(f"paused: {revoke.reason}")
             lease = self._acquire(ctx, key, held.tiers, held.lease.can_grow)
             self.leases[key] = HeldLease(
-                lease=lease, tiers=held.tiers, priority=held.priority, job=key, on_release=held.on_release
+                lease=lease,
+                tiers=held.tiers,
+                priority=held.priority,
+                job=key,
+                on_release=held.on_release,
+                in_use=held.in_use,
             )
             _tier_named(held.tiers, lease.tier).apply()
             ctx.status(f"resumed on {lease.tier}")

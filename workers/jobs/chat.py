@@ -73,13 +73,11 @@ class ChatModelSlot:
         self.allow_pickle = allow_pickle
         self.loaded = None
         self.generating = False
-        self.pending_quant = ""
 
     def ensure(self, quant: str, on_status=lambda _: None):
         from models.chat import load_chat_model
 
-        if self.generating:  # cannot swap weights under a running generate: takes effect next answer
-            self.pending_quant = quant
+        if self.generating:  # never swap weights under a running generate (revokes wait: ``in_use``)
             return self.loaded
         if self.loaded is None or self.loaded.quant != quant:
             self.unload()
@@ -148,9 +146,8 @@ def prepare_model(ctx: JobContext, spec: str, quant: str, allow_pickle: bool, ro
         )
         for name in names
     ]
-    tier = ctx.lease_memory(key, tiers, on_release=slot.unload)
-    slot.ensure(slot.pending_quant or tier.name, ctx.status)
-    slot.pending_quant = ""
+    tier = ctx.lease_memory(key, tiers, on_release=slot.unload, in_use=lambda: slot.generating)
+    slot.ensure(tier.name, ctx.status)
     return slot
 
 
