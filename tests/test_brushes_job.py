@@ -28,7 +28,7 @@ class StubRuntime:
     def honour_revokes(self, ctx) -> None:
         pass
 
-    def lease_memory(self, ctx, key, tiers, on_release):
+    def lease_memory(self, ctx, key, tiers, on_release, can_grow=False, in_use=None):
         return tiers[0]
 
 
