@@ -295,6 +295,28 @@ def test_freed_memory_waits_for_the_device_reading(clock):
     assert messages(ledger.tick(), Granted), "the reading now shows it free: grant before the window ends"
 
 
+def test_memory_pytorch_keeps_cached_is_not_granted_until_it_goes_back_to_the_driver(clock):
+    """Freed tensors stay reserved in the process until ``empty_cache``: readings taken after the
+    release still show them, and that outweighs the lag window."""
+    ledger, sim = make(clock, lag_window_s=1.0, reading_lag_s=0.3)
+    join(ledger, "image", 1)
+    join(ledger, "chat", 2)
+    _, sends = ask(ledger, "image", "image", Priority.single_shot, 6)
+    [lease] = messages(sends, Granted)
+    sim.allocate(1, 6 * GiB)
+    clock.advance(5)
+    sim.free(1, 6 * GiB, keep_cached=True)
+    assert sim.reserved(1) == 6 * GiB and sim.allocated(1) == 0
+    ledger.handle("image", Release(lease_id=lease.lease_id))
+    ask(ledger, "chat", "chat", Priority.single_shot, 6)
+    clock.advance(2.0)  # past the lag window
+    assert not messages(ledger.tick(), Granted), "the device still shows the 6 GiB in use"
+    sim.empty_cache(1)
+    clock.advance(0.4)
+    assert messages(ledger.tick(), Granted)
+    assert sim.really_used() == 0
+
+
 def test_freed_memory_returns_after_the_lag_window_without_readings(clock):
     ledger, _ = make(clock, lag_window_s=1.5)
     join(ledger, "image", 1)

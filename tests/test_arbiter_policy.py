@@ -452,3 +452,78 @@ def test_a_stale_idle_lease_is_evicted_to_give_a_shrunk_render_its_memory_back(c
     assert evict.target_bytes == 0 and "video to run resident" in evict.reason
     [grow] = only(ledger.handle("image", RevokeDone(lease_id=image.lease_id, new_bytes=0)), Grow, "video")
     assert (grow.tier, grow.target_bytes) == ("resident", 6 * GiB)
+
+
+class FakeCudaTorch:
+    """Just enough of ``torch`` on a CUDA machine to see what the runtime asks of it, in order."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.cuda = SimpleNamespace(
+            is_available=lambda: True,
+            is_initialized=lambda: True,
+            empty_cache=lambda: calls.append("empty_cache"),
+            mem_get_info=lambda: (5 * GiB, 16 * GiB),
+            memory_reserved=lambda: GiB,
+        )
+
+
+def test_a_worker_hands_cached_blocks_back_and_reports_before_it_says_the_memory_is_free(monkeypatch):
+    """PyTorch keeps freed memory reserved: answering a revoke before ``empty_cache`` would let the
+    arbiter grant memory the device still shows in use."""
+    from workers.arbiter.messages import Revoke
+    from workers.context import CancelToken, HeldLease, MemoryTier
+    from workers.runtime import WorkerRuntime
+
+    calls: list[str] = []
+    monkeypatch.setitem(sys.modules, "torch", FakeCudaTorch(calls))
+    monkeypatch.delenv("HEARTH_DEVICE", raising=False)
+    runtime = WorkerRuntime.__new__(WorkerRuntime)
+    runtime._arbiter = SimpleNamespace(
+        report_device=lambda total, free, used_by_hearth: calls.append(
+            f"reading {free // GiB}/{total // GiB}"
+        )
+    )
+    lease = FakeLease(2 * GiB, "resident")
+    lease.revoke_requested = lambda: Revoke(lease_id="L1", target_bytes=0, deadline_s=5.0, reason="chat")
+    lease.done_revoke = lambda new_bytes, tier="": calls.append(f"done {new_bytes}")
+    lease.can_grow = False
+    runtime.leases = {
+        "m": HeldLease(
+            lease=lease,
+            tiers=[MemoryTier("resident", 2 * GiB, 0.1)],
+            priority=None,
+            job="m",
+            on_release=lambda: calls.append("to cpu"),
+        )
+    }
+    runtime._lease_audit = runtime._throttle_said = None
+    runtime._reported_at = float("-inf")
+    runtime._acquire = lambda ctx, key, tiers, can_grow=False: (_ for _ in ()).throw(RuntimeError("paused"))
+    ctx = SimpleNamespace(job_id="j4", status=lambda _: None, cancel_token=CancelToken(), metrics=[])
+    with pytest.raises(RuntimeError, match="paused"):  # it then waits for memory again
+        runtime.honour_revokes(ctx)
+    assert calls == ["to cpu", "empty_cache", "reading 5/16", "done 0"]
+
+
+def test_a_worker_on_a_gpu_tells_the_arbiter_what_the_device_shows_before_it_asks(monkeypatch):
+    """Without NVML the arbiter knows the GPU only from worker readings: the first request must
+    carry one, or the arbiter would wait for a reading that never comes."""
+    from workers.context import CancelToken, MemoryTier
+    from workers.protocol import WorkerKind
+    from workers.runtime import WorkerRuntime
+
+    calls: list[str] = []
+    monkeypatch.setitem(sys.modules, "torch", FakeCudaTorch(calls))
+    monkeypatch.delenv("HEARTH_DEVICE", raising=False)
+    runtime = WorkerRuntime.__new__(WorkerRuntime)
+    runtime.kind, runtime._reported_at = WorkerKind.video, float("-inf")
+    runtime._arbiter = SimpleNamespace(
+        report_device=lambda total, free, used_by_hearth: calls.append(
+            f"reading {free // GiB}/{total // GiB}"
+        ),
+        acquire=lambda **kwargs: calls.append(f"request {kwargs['job']}") or "lease",
+    )
+    ctx = SimpleNamespace(priority=Priority.background, cancel_token=CancelToken(), status=lambda _: None)
+    assert runtime._acquire(ctx, "demo", [MemoryTier("resident", GiB, 0.5)]) == "lease"
+    assert calls == ["reading 5/16", "request video:demo"]

@@ -29,6 +29,8 @@ from workers.logs import setup_logging
 from workers.protocol import Cancel, Cancelled, Failed, Finished, Hello, Shutdown, Started, Submit, WorkerKind
 
 IDLE_POLL_S = 0.2
+READING_INTERVAL_S = 1.0
+"""How often a worker on a GPU tells the arbiter what the device shows (at step boundaries)."""
 log = logging.getLogger(__name__)
 
 
@@ -87,6 +89,7 @@ class WorkerRuntime:
         self._arbiter = None
         self._lease_audit = None  # issue 7: per-job check of usage against leases
         self._throttle_said = None  # issue 7: the throttle order last shown to the user
+        self._reported_at = float("-inf")  # the last DeviceReading sent to the arbiter
         self.handler = importlib.import_module(f"workers.jobs.{kind.value}")
 
     # -- wire -----------------------------------------------------------------------------
@@ -220,6 +223,7 @@ class WorkerRuntime:
     def _acquire(self, ctx: JobContext, key: str, tiers: list[MemoryTier], can_grow: bool = False):
         from workers.arbiter.messages import Tier
 
+        self._report_device(force=True)  # without NVML, the arbiter knows the GPU from these
         wire_tiers = [
             Tier(
                 name=t.name,
@@ -244,8 +248,34 @@ class WorkerRuntime:
     def _drop_lease(self, key: str, held: HeldLease) -> None:
         held.on_release()
         self.cache.drop(key)
+        self._return_cached_blocks()
         held.lease.release()
         del self.leases[key]
+
+    def _return_cached_blocks(self) -> None:
+        """After freeing tensors, hand PyTorch's cached blocks back to the driver, then say so.
+
+        The caching allocator keeps freed memory reserved for this process; until it is
+        returned, the device (and the arbiter reading it) rightly shows it in use, and another
+        worker granted it would run out of memory.
+        """
+        torch = _cuda_torch()
+        if torch is not None:
+            torch.cuda.empty_cache()
+            self._report_device(force=True)
+
+    def _report_device(self, force: bool = False) -> None:
+        """A ``DeviceReading`` (free/total, this process's reserved bytes), at most once a second."""
+        torch = _cuda_torch(initialise=force)
+        now = time.monotonic()
+        if torch is None or (not force and now - self._reported_at < READING_INTERVAL_S):
+            return
+        self._reported_at = now
+        try:
+            free, total = torch.cuda.mem_get_info()
+            self.arbiter.report_device(total=total, free=free, used_by_hearth=torch.cuda.memory_reserved())
+        except Exception as exc:  # a reading is advice: never fail a job over it
+            log.warning("cannot report a device reading: %s", exc)
 
     def honour_revokes(self, ctx: JobContext) -> None:
         """At a step boundary: shrink to the tier the arbiter asks for, or pause until memory returns."""
@@ -259,10 +289,12 @@ class WorkerRuntime:
             leaner = [t for t in held.tiers if t.bytes <= revoke.target_bytes]
             if leaner:
                 leaner[0].apply()
+                self._return_cached_blocks()
                 held.lease.done_revoke(leaner[0].bytes, leaner[0].name)
                 ctx.status(f"memory reduced: running {leaner[0].name} ({revoke.reason})")
                 continue
             held.on_release()
+            self._return_cached_blocks()
             held.lease.done_revoke(0, "released")
             del self.leases[key]
             ctx.status(f"paused: {revoke.reason}")
@@ -279,6 +311,7 @@ class WorkerRuntime:
             ctx.status(f"resumed on {lease.tier}")
         self._take_up_grows(ctx)
         self._audit_leases(ctx)
+        self._report_device()
 
     def _take_up_grows(self, ctx: JobContext) -> None:
         """Memory came back (issue 7): switch to the faster tier set aside for us, or decline."""
@@ -339,6 +372,7 @@ class WorkerRuntime:
             if held.lease.revoke_requested() is not None:
                 held.on_release()
                 self.cache.drop(key)
+                self._return_cached_blocks()
                 held.lease.done_revoke(0, "released")
                 del self.leases[key]
 
@@ -354,6 +388,14 @@ class WorkerRuntime:
         self.leases.clear()
         if self._arbiter is not None:
             self._arbiter.close()
+
+
+def _cuda_torch(initialise: bool = False):
+    """torch, where this process computes on CUDA (already, or from now with ``initialise``)."""
+    torch = sys.modules.get("torch")
+    if torch is None or os.environ.get("HEARTH_DEVICE", "") == "cpu" or not torch.cuda.is_available():
+        return None
+    return torch if initialise or torch.cuda.is_initialized() else None
 
 
 def _tier_named(tiers: list[MemoryTier], name: str) -> MemoryTier:

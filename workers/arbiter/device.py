@@ -107,6 +107,10 @@ class SimulatedDevice(DeviceView):
     Tests and benchmarks play the workers: ``allocate``/``free`` change what a process really
     holds, ``grow_foreign`` is another program taking memory. Readings (``used_outside``,
     ``process_reading``) show the state as it was ``reading_lag_s`` seconds ago.
+
+    Like PyTorch's caching allocator, a process *reserves* device memory for its tensors and
+    keeps it reserved after ``free(..., keep_cached=True)`` until ``empty_cache``: the device
+    and its readings show the reserved bytes, not the allocated ones.
     """
 
     def __init__(
@@ -125,7 +129,8 @@ class SimulatedDevice(DeviceView):
         self._foreign = _Lagged(foreign_bytes, clock())
         self._contexts = _Lagged(0, clock())
         self._tracked: set[int] = set()
-        self._allocated: dict[int, _Lagged] = {}
+        self._reserved: dict[int, _Lagged] = {}
+        self._allocated: dict[int, int] = {}
 
     def total(self) -> int:
         return self._total
@@ -138,7 +143,7 @@ class SimulatedDevice(DeviceView):
         return f"simulated {format_bytes(self._total)}"
 
     def process_reading(self, pid: int) -> ProcessReading | None:
-        series = self._allocated.get(pid)
+        series = self._reserved.get(pid)
         if series is None:
             return None
         at = self._clock() - self.reading_lag_s
@@ -160,24 +165,40 @@ class SimulatedDevice(DeviceView):
         self._foreign.set(max(0, self._foreign.current() + delta_bytes), self._clock())
 
     def set_allocated(self, pid: int, nbytes: int) -> None:
-        """What process ``pid`` really holds from now on."""
-        series = self._allocated.setdefault(pid, _Lagged(0, self._clock()))
+        """What process ``pid`` really holds from now on (allocated and reserved alike)."""
+        self._allocated[pid] = nbytes
+        self._set_reserved(pid, nbytes)
+
+    def _set_reserved(self, pid: int, nbytes: int) -> None:
+        series = self._reserved.setdefault(pid, _Lagged(0, self._clock()))
         series.set(nbytes, self._clock())
 
     def allocate(self, pid: int, nbytes: int) -> None:
-        self.set_allocated(pid, self.allocated(pid) + nbytes)
+        self._allocated[pid] = self.allocated(pid) + nbytes
+        if self._allocated[pid] > self.reserved(pid):  # the allocator asks the driver for more
+            self._set_reserved(pid, self._allocated[pid])
 
-    def free(self, pid: int, nbytes: int) -> None:
-        self.set_allocated(pid, max(0, self.allocated(pid) - nbytes))
+    def free(self, pid: int, nbytes: int, *, keep_cached: bool = False) -> None:
+        """Tensors freed; the memory goes back to the driver unless the allocator keeps it cached."""
+        self._allocated[pid] = max(0, self.allocated(pid) - nbytes)
+        if not keep_cached:
+            self.empty_cache(pid)
+
+    def empty_cache(self, pid: int) -> None:
+        """``torch.cuda.empty_cache()`` in process ``pid``: cached blocks go back to the driver."""
+        self._set_reserved(pid, self.allocated(pid))
 
     def allocated(self, pid: int) -> int:
-        series = self._allocated.get(pid)
+        return self._allocated.get(pid, 0)
+
+    def reserved(self, pid: int) -> int:
+        series = self._reserved.get(pid)
         return series.current() if series else 0
 
     def really_used(self) -> int:
         """The true device usage now (for asserting that nothing ever overflowed)."""
-        allocated = sum(series.current() for series in self._allocated.values())
-        return self._foreign.current() + self._contexts.current() + allocated
+        reserved = sum(series.current() for series in self._reserved.values())
+        return self._foreign.current() + self._contexts.current() + reserved
 
 
 # --------------------------------------------------------------------------- CUDA

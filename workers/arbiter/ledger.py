@@ -430,19 +430,29 @@ class Ledger(SchedulingPolicy):
             self._returning.append(ReturningMemory(lease.pid, freed, self._clock(), lease.job))
 
     def _confirm_returns(self) -> None:
-        """Drop returning memory the device shows free again, or whose lag window has passed."""
+        """Drop returning memory the device shows free again, or whose lag window has passed.
+
+        A reading taken after the release that still shows the memory held (PyTorch kept it
+        cached) outweighs the lag window, up to a revoke deadline more: the memory is not free.
+        """
         now = self._clock()
         kept = []
         for item in self._returning:
-            if now - item.freed_at >= self.lag_window_s or self._reading_shows_free(item):
+            waited = now - item.freed_at
+            shown = self._reading_shows_free(item)
+            if shown or (waited >= self.lag_window_s and shown is None):
+                continue
+            if waited >= self.lag_window_s + self.revoke_deadline_s:
+                log.warning("%s freed memory the device still shows in use; trusting the holder", item.job)
                 continue
             kept.append(item)
         self._returning = kept
 
-    def _reading_shows_free(self, item: ReturningMemory) -> bool:
+    def _reading_shows_free(self, item: ReturningMemory) -> bool | None:
+        """True/False from a reading taken after the release; None when there is none yet."""
         reading = self.device.process_reading(item.pid)
         if reading is None or reading.taken_at < item.freed_at:
-            return False
+            return None
         still_leased = sum(lease.bytes for lease in self._leases.values() if lease.pid == item.pid)
         later = sum(
             other.bytes
