@@ -275,15 +275,21 @@ def test_idle_leases_are_evicted_lru_before_active_ones(clock):
     assert {lease.job for lease in ledger.snapshot().leases} == {"chat", "music", "video render"}
 
 
-def test_freed_memory_waits_for_the_device_reading(clock):
-    # Readings trail reality by 0.3 s; the ledger's fallback window is 1.5 s.
-    ledger, sim = make(clock, lag_window_s=1.5, reading_lag_s=0.3)
+def _image_holding_six_gib(ledger, sim, clock):
+    """The image worker (pid 1) granted and holding 6 GiB for a while; chat (pid 2) connected."""
     join(ledger, "image", 1)
     join(ledger, "chat", 2)
     _, sends = ask(ledger, "image", "image", Priority.single_shot, 6)
     [lease] = messages(sends, Granted)
     sim.allocate(1, 6 * GiB)
     clock.advance(5)
+    return lease
+
+
+def test_freed_memory_waits_for_the_device_reading(clock):
+    # Readings trail reality by 0.3 s; the ledger's fallback window is 1.5 s.
+    ledger, sim = make(clock, lag_window_s=1.5, reading_lag_s=0.3)
+    lease = _image_holding_six_gib(ledger, sim, clock)
     sim.free(1, 6 * GiB)
     sends = ledger.handle("image", Release(lease_id=lease.lease_id))
     _, sends = ask(ledger, "chat", "chat", Priority.single_shot, 6)
@@ -299,12 +305,7 @@ def test_memory_pytorch_keeps_cached_is_not_granted_until_it_goes_back_to_the_dr
     """Freed tensors stay reserved in the process until ``empty_cache``: readings taken after the
     release still show them, and that outweighs the lag window."""
     ledger, sim = make(clock, lag_window_s=1.0, reading_lag_s=0.3)
-    join(ledger, "image", 1)
-    join(ledger, "chat", 2)
-    _, sends = ask(ledger, "image", "image", Priority.single_shot, 6)
-    [lease] = messages(sends, Granted)
-    sim.allocate(1, 6 * GiB)
-    clock.advance(5)
+    lease = _image_holding_six_gib(ledger, sim, clock)
     sim.free(1, 6 * GiB, keep_cached=True)
     assert sim.reserved(1) == 6 * GiB and sim.allocated(1) == 0
     ledger.handle("image", Release(lease_id=lease.lease_id))
