@@ -271,8 +271,9 @@ class Throttle:
 
     Memory is not the only thing apps share: a background video's long kernels starve a chat's
     short decode kernels (ConsumerBench). A paused holder keeps its memory and waits at its next
-    step boundary, but takes one step after ``max_pause_s`` so it is never starved for good.
-    With ``pause_s`` it keeps running, one step at a time with that wait after each.
+    step boundary or pause point inside a step (``Tier.pause_every_s``), but takes one step after
+    ``max_pause_s`` so it is never starved for good. With ``pause_s`` it keeps running, waiting
+    that long at each of those points.
     """
 
     lease_id: str
