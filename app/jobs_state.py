@@ -119,6 +119,8 @@ class JobsState(QObject):
         if supervisor is None:
             return
         for record in reversed(supervisor.store.history(MAX_JOBS)):
+            if record.state not in ENDED:
+                continue  # ours arrive as Queued events; others' run in another Hearth process
             self._jobs[record.job_id] = JobEntry(
                 job_id=record.job_id,
                 kind=record.kind,

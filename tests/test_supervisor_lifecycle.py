@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from workers.jobstore import JobStore
+from workers.jobstore import JobStore, ProcessIdentity
 from workers.paths import database_path
 from workers.protocol import ImageRequest, JobState, Priority, Queued, WorkerKind
 from workers.supervisor import Supervisor
@@ -34,6 +34,37 @@ def test_jobs_left_queued_by_a_previous_run_are_queued_again():
         assert requeued == ["old-queued", "old-running"]
     finally:
         supervisor.shutdown()
+
+
+def _identity_of(process: subprocess.Popen) -> ProcessIdentity:
+    return ProcessIdentity(process.pid, psutil.Process(process.pid).create_time())
+
+
+def test_a_window_takes_over_only_jobs_whose_hearth_process_is_gone():
+    """Two windows, or a window and ``hearth run``, share one job store: a starting window must
+    not run again what another live process is running, nor a ``hearth run`` job that died."""
+    other_window = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    crashed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live, gone = _identity_of(other_window), _identity_of(crashed)
+        crashed.kill()
+        crashed.wait(10)
+        JobStore(database_path(), owner=live).add("theirs", ImageRequest(prompt="a"), Priority.single_shot)
+        orphans = JobStore(database_path(), owner=gone)
+        orphans.add("orphan", ImageRequest(prompt="b"), Priority.single_shot)
+        orphans.add("cli", ImageRequest(prompt="c"), Priority.single_shot, restorable=False)
+
+        seen: list = []
+        supervisor = Supervisor(kinds=[WorkerKind.image], listener=seen.append)
+        supervisor.start()
+        try:
+            assert [e.job_id for e in seen if isinstance(e, Queued)] == ["orphan"]
+            assert JobStore(database_path(), owner=gone).claim_unfinished() == [], "claimed once, by us"
+        finally:
+            supervisor.shutdown()
+    finally:
+        other_window.kill()
+        other_window.wait(10)
 
 
 def test_workers_die_with_a_killed_gui_process(tmp_path):

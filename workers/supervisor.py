@@ -96,7 +96,7 @@ class Supervisor:
         self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._monitor.start()
         if self._restore_queue:
-            for record in self._store.unfinished():
+            for record in self._store.claim_unfinished():
                 if record.request.kind in self._workers:
                     self._enqueue(
                         Submit(job_id=record.job_id, request=record.request, priority=record.priority)
@@ -110,7 +110,8 @@ class Supervisor:
         submit = Submit(
             job_id=uuid.uuid4().hex[:12], request=request, priority=priority or request.default_priority
         )
-        self._store.add(submit.job_id, request, submit.priority)
+        # A session that does not restore its queue (``hearth run``) leaves nothing for others to rerun.
+        self._store.add(submit.job_id, request, submit.priority, restorable=self._restore_queue)
         self._enqueue(submit)
         return submit.job_id
 
