@@ -147,7 +147,19 @@ def _fill(table: QTableWidget, rows: list[list[str]], tooltips: list[str] | None
 
 
 def lease_state(lease) -> str:
-    return "revoking" if lease.revoking else "idle (warm)" if lease.idle else "active"
+    if lease.revoking:
+        return "giving memory back"
+    if lease.idle:
+        return "idle (warm)"
+    return "paused for a stronger job" if lease.throttled else "active"
+
+
+def short_owner(owner: str) -> str:
+    """``video-worker`` -> ``video``: the dock is narrow, and the app is what a person knows."""
+    for suffix in ("-worker", " worker"):
+        if owner.endswith(suffix):
+            return owner.removesuffix(suffix)
+    return owner
 
 
 class MemoryPanel(QWidget):
@@ -164,8 +176,8 @@ class MemoryPanel(QWidget):
         }
         for label in self.figures.values():
             label.setTextFormat(Qt.TextFormat.PlainText)
-        self.leases = _table(["Owner", "Job", "Memory (tier)", "State"], stretch=1)
-        self.waiting = _table(["Owner", "Job", "Priority", "Why it waits"], stretch=3)
+        self.leases = _table(["App", "Memory", "Tier, state"], stretch=2)
+        self.waiting = _table(["App", "Job", "Priority", "Why it waits"], stretch=3)
         self.timeline = MemoryTimeline()
         self._lay_out()
         state.snapshot_changed.connect(self.show_snapshot)
@@ -243,13 +255,17 @@ class MemoryPanel(QWidget):
         _fill(
             self.leases,
             [
-                [lease.owner, lease.job, f"{format_bytes(lease.bytes)} ({lease.tier})", lease_state(lease)]
+                [short_owner(lease.owner), format_bytes(lease.bytes), f"{lease.tier}, {lease_state(lease)}"]
                 for lease in s.leases
             ],
-            [f"lease {lease.lease_id}, pid {lease.pid}, priority {lease.priority}" for lease in s.leases],
+            [
+                f"{lease.job} ({lease.owner}): {lease.tier}, {lease_state(lease)}; "
+                f"lease {lease.lease_id}, pid {lease.pid}, priority {lease.priority}"
+                for lease in s.leases
+            ],
         )
         _fill(
             self.waiting,
-            [[w.owner, w.job, str(w.priority), w.reason or "queued"] for w in s.waiting],
+            [[short_owner(w.owner), w.job, str(w.priority), w.reason or "queued"] for w in s.waiting],
             [w.reason or "queued" for w in s.waiting],
         )

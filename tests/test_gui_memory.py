@@ -74,12 +74,8 @@ def test_panel_shows_budget_leases_and_waiting_requests(qtbot, make_panel):
     assert panel.figures["budget"].text() == "6.0 GiB"
     assert panel.figures["outside"].text() == "1.5 GiB"
     assert panel.figures["free"].text() == "3.0 GiB"
-    assert [panel.leases.item(0, c).text() for c in range(4)] == [
-        "image worker",
-        "demo-sd",
-        "3.0 GiB (resident)",
-        "idle (warm)",
-    ]
+    assert [panel.leases.item(0, c).text() for c in range(3)] == ["image", "3.0 GiB", "resident, idle (warm)"]
+    assert "demo-sd (image worker)" in panel.leases.item(0, 0).toolTip()
     assert panel.waiting.item(0, 3).text() == "waiting for 4.0 GiB; 3.0 GiB free"
     assert panel.usage.value() == 500 and panel.usage.format() == "3.0 GiB of 6.0 GiB leased"
 
@@ -100,8 +96,8 @@ def test_panel_shows_a_real_arbiters_lease(qtbot, make_panel):
         )
         panel = make_panel()
         qtbot.waitUntil(lambda: bool(panel.state.snapshot and panel.state.snapshot.leases), timeout=15000)
-        assert panel.leases.item(0, 0).text() == "test worker"
-        assert panel.leases.item(0, 2).text() == "256 MiB (resident)"
+        assert panel.leases.item(0, 0).text() == "test"
+        assert [panel.leases.item(0, c).text() for c in (1, 2)] == ["256 MiB", "resident, active"]
         lease.release()
 
 
@@ -118,3 +114,27 @@ def test_polling_resumes_when_the_panel_is_shown_again(qtbot, make_panel):
     panel.hide()
     panel.show()
     assert panel.state.running
+
+
+def test_a_render_paused_for_a_stronger_job_says_so(qtbot, make_panel):
+    from dataclasses import replace
+
+    paused = LeaseInfo(
+        lease_id="l2",
+        owner="video-worker",
+        pid=43,
+        job="video:demo-animatediff",
+        priority=Priority.background,
+        bytes=5 * GiB,
+        tier="sliced-2",
+        idle=False,
+        revoking=False,
+        throttled=True,
+    )
+    panel = make_panel(lambda: ScriptedReader(replace(SNAPSHOT, leases=(paused,))))
+    qtbot.waitUntil(lambda: panel.state.snapshot is not None, timeout=5000)
+    assert [panel.leases.item(0, c).text() for c in range(3)] == [
+        "video",
+        "5.0 GiB",
+        "sliced-2, paused for a stronger job",
+    ]
