@@ -28,6 +28,7 @@ from workers.arbiter.messages import (
     CancelRequest,
     DeviceReading,
     Granted,
+    GrowDone,
     HeldLease,
     ProtocolError,
     Register,
@@ -220,13 +221,20 @@ def _random_message(rng: random.Random, leases: list[str], requests: list[str]):
         request_id = rng.choice(requests) if requests and rng.random() < 0.2 else f"q{rng.random()}"
         requests.append(request_id)
         tiers_ = tuple(Tier(name=f"t{i}", bytes=b, est_step_s=rng.random()) for i, b in enumerate(sizes))
-        return Request(request_id=request_id, job="j", priority=rng.choice(list(Priority)), tiers=tiers_)
+        return Request(
+            request_id=request_id,
+            job="j",
+            priority=rng.choice(list(Priority)),
+            tiers=tiers_,
+            can_grow=rng.random() < 0.5,
+        )
     lease_id = rng.choice(leases) if leases and rng.random() < 0.8 else "bogus"
     return rng.choice(
         [
             Release(lease_id=lease_id),
             SetIdle(lease_id=lease_id, idle=rng.random() < 0.5),
             RevokeDone(lease_id=lease_id, new_bytes=rng.choice([0, -5, 2**40, rng.randint(0, 4 * GiB)])),
+            GrowDone(lease_id=lease_id, new_bytes=rng.choice([0, -5, 2**40, rng.randint(0, 9 * GiB)])),
             CancelRequest(request_id=rng.choice(requests) if requests else "none"),
             DeviceReading(total=rng.randint(0, 2**40), free=rng.randint(0, 2**40), used_by_hearth=-1),
         ]
