@@ -344,6 +344,11 @@ def test_the_runtime_takes_memory_back_at_a_step_boundary_when_offered():
     assert said == ["memory back: running resident"]
     runtime.honour_revokes(ctx)
     assert applied == ["resident"], "an offer is taken up once"
+    lease.grow = Grow(lease_id="L1", target_bytes=3 * GiB, tier="resident")
+    tiers[0].apply = lambda: False  # e.g. group-offloaded weights cannot come back mid-render
+    lease.bytes, lease.tier = GiB, "sliced"
+    runtime.honour_revokes(ctx)
+    assert lease.grown == (GiB, "sliced"), "declined: it keeps what it holds"
 
 
 def test_a_worker_running_beyond_its_lease_reports_it(caplog):

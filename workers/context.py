@@ -38,14 +38,15 @@ class CancelToken:
 class MemoryTier:
     """One way to run a model: its device footprint and how to switch the model to it.
 
-    ``apply`` moves/reshapes the loaded model into this tier (e.g. resident, sliced, offloaded).
+    ``apply`` moves/reshapes the loaded model into this tier (e.g. resident, sliced, offloaded);
+    it returns False when it cannot (the arbiter's offer of a larger tier is then declined).
     Tiers are listed fastest/largest first, as the arbiter expects.
     """
 
     name: str
     bytes: int
     est_step_s: float
-    apply: Callable[[], None] = lambda: None
+    apply: Callable[[], bool | None] = lambda: None
     pause_every_s: float = 0.0
     """Work between two pause points inside a step (``workers/pause_points.py``); 0: none."""
 

@@ -320,10 +320,9 @@ class WorkerRuntime:
             if grow is None:
                 continue
             tier = next((t for t in held.tiers if t.name == grow.tier and t.bytes <= grow.target_bytes), None)
-            if tier is None:
+            if tier is None or tier.apply() is False:  # False: the model cannot switch back now
                 held.lease.done_grow(held.lease.bytes, held.lease.tier)
                 continue
-            tier.apply()
             held.lease.done_grow(tier.bytes, tier.name)
             ctx.status(f"memory back: running {tier.name}")
 

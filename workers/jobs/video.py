@@ -129,10 +129,16 @@ class VideoEngine:
         # A lease kept warm from an earlier job returns its old tier: re-derive this render's plan.
         plan = next((p for p in plan_list if p.tier == granted.name), plan_list[-1])
         self.apply(plan)
-        return plan
+        return self.plan  # the plan in effect (an offloaded engine stays offloaded)
 
-    def apply(self, plan) -> None:
-        """Switch to ``plan``; safe between any two denoising steps (slicing is exact)."""
+    def apply(self, plan) -> bool:
+        """Switch to ``plan``; safe between any two denoising steps (slicing is exact).
+
+        False when the weights are group-offloaded and the plan wants them resident: diffusers
+        has no way to undo group offloading, so the render stays on its offloaded plan.
+        """
+        if self._offloaded and not plan.offload:
+            return False
         self.plan = plan
         if self.slicer is not None:
             self.slicer.frame_slices = max(1, plan.frame_slices)
@@ -143,6 +149,7 @@ class VideoEngine:
             else:
                 self.pipe.unet.disable_forward_chunking()
         self._place_weights(plan.offload)
+        return True
 
     @property
     def denoiser(self):

@@ -177,7 +177,9 @@ def parse_memory_mode(mode: str) -> int:
     return int(count)
 
 
-def tiers(plan_list: list[VideoPlan], apply: Callable[[VideoPlan], None], pause_points: int = 1) -> list:
+def tiers(
+    plan_list: list[VideoPlan], apply: Callable[[VideoPlan], bool | None], pause_points: int = 1
+) -> list:
     """The arbiter's tier list for ``plan_list``; each tier's ``apply`` switches the render to its plan.
 
     ``pause_points``: points per step where the render pauses for a stronger job
@@ -197,7 +199,7 @@ def tiers(plan_list: list[VideoPlan], apply: Callable[[VideoPlan], None], pause_
     ]
 
 
-def _bind(apply: Callable[[VideoPlan], None], plan: VideoPlan) -> Callable[[], None]:
+def _bind(apply: Callable[[VideoPlan], bool | None], plan: VideoPlan) -> Callable[[], bool | None]:
     return lambda: apply(plan)
 
 
