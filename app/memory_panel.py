@@ -13,6 +13,7 @@ import threading
 from PySide6.QtCore import QObject, QSize, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDoubleSpinBox,
     QFormLayout,
     QHeaderView,
     QLabel,
@@ -25,7 +26,11 @@ from PySide6.QtWidgets import (
 
 from app.memory_timeline import MemoryTimeline
 from workers.arbiter.messages import LedgerSnapshot
-from workers.arbiter.units import format_bytes
+from workers.arbiter.records import DEFAULT_HEADROOM
+from workers.arbiter.units import GiB, format_bytes
+from workers.arbiter.user_config import ArbiterUserConfig, ConfigError
+from workers.arbiter.user_config import load as load_user_config
+from workers.arbiter.user_config import save as save_user_config
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +151,25 @@ def _fill(table: QTableWidget, rows: list[list[str]], tooltips: list[str] | None
             table.setItem(r, c, item)
 
 
+def _keep_free_box() -> QDoubleSpinBox:
+    """GiB of GPU memory Hearth never leases, for games, video calls and the desktop."""
+    box = QDoubleSpinBox()
+    box.setRange(0.25, 64.0)
+    box.setSingleStep(0.25)
+    box.setDecimals(2)
+    box.setSuffix(" GiB")
+    box.setToolTip(
+        "GPU memory Hearth leaves alone, on top of what other programs already use. Raise it before "
+        "starting a game or a video call; background renders shrink or pause to make room."
+    )
+    try:
+        saved = load_user_config().headroom
+    except ConfigError:
+        saved = None
+    box.setValue((saved if saved is not None else DEFAULT_HEADROOM) / GiB)
+    return box
+
+
 def lease_state(lease) -> str:
     if lease.revoking:
         return "giving memory back"
@@ -176,6 +200,8 @@ class MemoryPanel(QWidget):
         }
         for label in self.figures.values():
             label.setTextFormat(Qt.TextFormat.PlainText)
+        self.keep_free = _keep_free_box()
+        self.keep_free.editingFinished.connect(self._save_keep_free)
         self.leases = _table(["App", "Memory", "Tier, state"], stretch=2)
         self.waiting = _table(["App", "Job", "Priority", "Why it waits"], stretch=3)
         self.timeline = MemoryTimeline()
@@ -188,6 +214,7 @@ class MemoryPanel(QWidget):
         labels = ("Device", "Total", "Headroom", "Used outside Hearth", "Budget", "Free to lease")
         for label, widget in zip(labels, self.figures.values(), strict=True):
             form.addRow(label, widget)
+        form.addRow("Keep free for others", self.keep_free)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.status)
@@ -198,6 +225,19 @@ class MemoryPanel(QWidget):
         layout.addWidget(self.leases, 2)
         layout.addWidget(QLabel("<b>Waiting for memory</b>"))
         layout.addWidget(self.waiting, 1)
+
+    @Slot()
+    def _save_keep_free(self) -> None:
+        """The person's choice goes to ``arbiter.json``; the running arbiter applies it at once."""
+        headroom = round(self.keep_free.value() * GiB)
+        try:
+            if load_user_config().headroom == headroom:
+                return
+            save_user_config(ArbiterUserConfig(headroom=headroom))
+        except (ConfigError, OSError) as exc:
+            self.status.setText(f"Could not save how much memory to keep free: {exc}")
+            return
+        self.status.setText(f"Keeping {format_bytes(headroom)} free for other programs from now on.")
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt override: the dock's first width
         return QSize(380, 420)

@@ -244,3 +244,20 @@ def test_a_shrunk_render_is_given_its_memory_back_over_the_socket(clients, sock,
     assert lease.grow_offered() is None and (lease.bytes, lease.tier) == (6 * GiB, "resident")
     snapshot = video.status()
     assert [(i.owner, i.bytes, i.tier) for i in snapshot.leases] == [("video worker", 6 * GiB, "resident")]
+
+
+def test_keeping_more_memory_free_takes_it_back_from_a_running_render(clients, sock):
+    """The person raises "keep free for other programs" before starting a game: the running
+    arbiter reads arbiter.json and shrinks the background render to make room."""
+    from workers.arbiter.user_config import ArbiterUserConfig, save
+
+    video = clients("video worker")
+    lease = video.acquire("video render", Priority.background, tiers(6, 2))
+    assert lease.bytes == 6 * GiB
+    save(ArbiterUserConfig(headroom=5 * GiB))  # 8 GiB device: 3 GiB left for Hearth
+    revoke = wait_for(lease.revoke_requested, what="the render to be asked to shrink")
+    assert (revoke.target_bytes, revoke.tier) == (2 * GiB, "t1")
+    assert "budget shrank" in revoke.reason
+    lease.done_revoke(2 * GiB, revoke.tier)
+    snapshot = video.status()
+    assert snapshot.headroom == 5 * GiB and snapshot.budget == 3 * GiB

@@ -138,3 +138,14 @@ def test_a_render_paused_for_a_stronger_job_says_so(qtbot, make_panel):
         "5.0 GiB",
         "sliced-2, paused for a stronger job",
     ]
+
+
+def test_keep_free_is_saved_for_the_arbiter(qtbot, make_panel):
+    from workers.arbiter.user_config import load
+
+    panel = make_panel(lambda: ScriptedReader(SNAPSHOT))
+    assert panel.keep_free.value() == 0.5, "the default headroom, 512 MiB"
+    panel.keep_free.setValue(2.5)
+    panel.keep_free.editingFinished.emit()
+    assert load().headroom == int(2.5 * GiB)
+    assert "Keeping 2.5 GiB free" in panel.status.text()

@@ -37,6 +37,7 @@ from workers.arbiter.ledger import (
 )
 from workers.arbiter.messages import CLIENT_MESSAGES, ProtocolError, Register
 from workers.arbiter.units import format_bytes, parse_bytes
+from workers.arbiter.user_config import ConfigWatcher
 
 log = logging.getLogger("workers.arbiter")
 
@@ -82,10 +83,19 @@ def peer_pid(sock: socket.socket) -> tuple[int, int]:
 class ArbiterServer:
     """Serves one ``Ledger`` on a Unix socket until stopped (or idle for ``idle_exit_s``)."""
 
-    def __init__(self, ledger: Ledger, path: Path, *, idle_exit_s: float | None = None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        path: Path,
+        *,
+        idle_exit_s: float | None = None,
+        user_config: ConfigWatcher | None = None,
+    ):
         self.ledger = ledger
         self.path = Path(path)
         self.idle_exit_s = idle_exit_s
+        self._default_headroom = ledger.headroom
+        self._user_config = user_config
         self._selector = selectors.DefaultSelector()
         self._connections: dict[str, _Connection] = {}
         self._next_id = 0
@@ -276,9 +286,20 @@ class ArbiterServer:
     # ----------------------------------------------------------------------- time
 
     def _tick(self) -> None:
+        self._apply_user_config()
         for item in self.ledger.overdue():
             self._send_all(self._enforce(item))
         self._send_all(self.ledger.tick())
+
+    def _apply_user_config(self) -> None:
+        """The person changed how much memory to keep free: the next tick acts on it."""
+        config = self._user_config.changed() if self._user_config is not None else None
+        if config is None:
+            return
+        headroom = config.headroom if config.headroom is not None else self._default_headroom
+        if headroom != self.ledger.headroom:
+            log.info("headroom set to %s (arbiter.json)", format_bytes(headroom))
+            self.ledger.headroom = headroom
 
     def _enforce(self, item) -> list[Send]:
         if item.pid <= 1 or item.pid == os.getpid():
@@ -367,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             aging_s=args.aging,
             grow_settle_s=args.grow_settle,
         )
-        server = ArbiterServer(ledger, path, idle_exit_s=args.idle_exit)
+        server = ArbiterServer(ledger, path, idle_exit_s=args.idle_exit, user_config=ConfigWatcher())
         server.listen()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: server.stop())
