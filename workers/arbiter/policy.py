@@ -11,7 +11,13 @@ The policy (ARCHITECTURE.md, "The arbiter"; issue 7):
   used idle leases in LRU order weighted by reload cost, token-by-token models (chat, music) last;
   only then are weaker jobs paused (revoked to 0);
 - compute contention: while a stronger job is active, weaker active holders are throttled (pause
-  between steps), so a chat's decode kernels are not starved by a render's long kernels.
+  between steps, or at pause points inside a step), so a chat's decode kernels are not starved by
+  a render's long kernels; between two edits of a burst only jobs that cannot pause quickly stay
+  paused; a fresh grant still copying its weights in holds nobody back;
+- giving back: once nobody waits, a shrunk render that can switch tiers in place is offered its
+  faster tier again (``Grow``), from free memory or stale idle leases only;
+- under contention a tier larger and much slower than another that fits (int8 beside nf4) is
+  skipped: GPU time is what everyone shares.
 """
 
 from __future__ import annotations
@@ -231,9 +237,9 @@ class SchedulingPolicy:
             missing = faster[0].bytes - lease.bytes - available
             if missing > 0:  # evict stale idle leases now; the offer follows once the memory is back
                 plan: _Plan = {}
-                why = f"idle lease evicted: memory for {lease.describe()} to run {faster[0].name} again"
-                _plan_evictions(missing, stale, plan, why)
-                return out + [self._order_revoke(idle, 0, "", why) for idle, _, why in plan.values()]
+                reason = f"idle lease evicted: memory for {lease.describe()} to run {faster[0].name} again"
+                _plan_evictions(missing, stale, plan, reason)
+                return out + [self._order_revoke(idle, 0, "", reason) for idle, _, _ in plan.values()]
             tier = faster[0]  # the largest that fits is the fastest (tiers are kept largest first)
             lease.grow = GrowOrder(
                 target_bytes=tier.bytes, tier=tier.name, deadline=now + self.revoke_deadline_s
@@ -341,8 +347,9 @@ class SchedulingPolicy:
         """Seconds to wait after each step so a streaming chat keeps within 3/4 of its token target.
 
         Only while every stronger job is an active interactive token stream with a declared step
-        time: with one stretch of weaker work (a step, or the part of one up to its next pause point)
-        per ``own + pause`` seconds, the stream loses ``own`` seconds in every ``own + pause``. Anything else (a brush burst, a single-shot render) pauses fully.
+        time: with one stretch of weaker work (a step, or the part of one up to its next pause
+        point) per ``own + pause`` seconds, the stream loses ``own`` seconds in every
+        ``own + pause``. Anything else (a brush burst, a single-shot render) pauses fully.
         """
         streams = [
             s for s in stronger if s.keep_resident and not s.idle and s.priority is Priority.interactive
