@@ -119,16 +119,14 @@ def test_polling_resumes_when_the_panel_is_shown_again(qtbot, make_panel):
 def test_a_render_paused_for_a_stronger_job_says_so(qtbot, make_panel):
     from dataclasses import replace
 
-    paused = LeaseInfo(
-        lease_id="l2",
+    paused = replace(
+        SNAPSHOT.leases[0],
         owner="video-worker",
-        pid=43,
         job="video:demo-animatediff",
         priority=Priority.background,
         bytes=5 * GiB,
         tier="sliced-2",
         idle=False,
-        revoking=False,
         throttled=True,
     )
     panel = make_panel(lambda: ScriptedReader(replace(SNAPSHOT, leases=(paused,))))

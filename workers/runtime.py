@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import importlib
 import logging
 import os
@@ -299,14 +300,7 @@ class WorkerRuntime:
             del self.leases[key]
             ctx.status(f"paused: {revoke.reason}")
             lease = self._acquire(ctx, key, held.tiers, held.lease.can_grow)
-            self.leases[key] = HeldLease(
-                lease=lease,
-                tiers=held.tiers,
-                priority=held.priority,
-                job=key,
-                on_release=held.on_release,
-                in_use=held.in_use,
-            )
+            self.leases[key] = dataclasses.replace(held, lease=lease)
             _tier_named(held.tiers, lease.tier).apply()
             ctx.status(f"resumed on {lease.tier}")
         self._take_up_grows(ctx)
