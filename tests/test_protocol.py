@@ -6,18 +6,28 @@ import json
 
 import pytest
 
-from workers.codec import MalformedMessage, decode, encode
+from workers.arbiter.messages import ClientMessage, Granted, Register, Tier
+from workers.codec import PROTOCOL_VERSION, MalformedMessage, VersionMismatch, decode, encode
 from workers.errors import BadInput, ErrorKind
 from workers.protocol import (
+    SEED_MAX,
+    BrushBaseRequest,
+    BrushLayer,
+    BrushRenderRequest,
+    Cancel,
     ChatMessage,
     ChatRequest,
+    Command,
     Failed,
+    Hello,
     ImageRequest,
     MusicRequest,
     Priority,
     Progress,
     Submit,
     VideoRequest,
+    WorkerEvent,
+    WorkerKind,
 )
 
 
@@ -43,7 +53,7 @@ def test_every_message_round_trips_through_json():
     [
         (b"\x00garbage", "not JSON"),
         (b"[1, 2]", "JSON object"),
-        (b'{"type": "Submit", "v": 99}', "wire version"),
+        (b'{"type": "Submit", "v": 99}', "protocol version 99; this build speaks version 1"),
         (b'{"type": "Explode", "v": 1}', "unknown message type"),
         (b'{"type": "Progress", "v": 1, "job_id": "x", "step": "one", "total": 2}', "expected int"),
         (
@@ -78,3 +88,134 @@ def test_malformed_messages_are_refused_with_a_reason(data, reason):
 def test_requests_name_the_bad_field(request_, problem):
     with pytest.raises(BadInput, match=problem):
         request_.validate()
+
+
+# --------------------------------------------------------------------------- typed decoding
+
+
+def _plain(message) -> dict:
+    return json.loads(encode(message))
+
+
+def _submit() -> Submit:
+    return Submit(job_id="a", request=ImageRequest(prompt="cat"), priority=Priority.single_shot)
+
+
+def test_a_field_takes_only_the_message_types_it_names():
+    data = _plain(_submit())
+    data["request"] = _plain(Cancel(job_id="a"))
+    with pytest.raises(
+        MalformedMessage, match=r"Submit\.request: expected ImageRequest \| ChatRequest .*, got Cancel"
+    ):
+        decode(json.dumps(data))
+    chat = _plain(ChatRequest(messages=(ChatMessage(role="user", content="hi"),)))
+    chat["messages"][0] = _plain(Tier(name="t", bytes=1))
+    with pytest.raises(MalformedMessage, match=r"ChatRequest\.messages\[0\]: expected ChatMessage, got Tier"):
+        decode(json.dumps(chat))
+
+
+def test_decode_refuses_a_top_level_message_of_another_type():
+    granted = encode(Granted(request_id="r", lease_id="l", bytes=1, tier="t"))
+    with pytest.raises(MalformedMessage, match=r"expected Submit \| Cancel \| Shutdown, got Granted"):
+        decode(granted, expected=Command)
+    with pytest.raises(MalformedMessage, match="got Submit"):
+        decode(encode(_submit()), expected=WorkerEvent)
+    with pytest.raises(MalformedMessage, match="got Hello"):
+        decode(encode(Hello(kind=WorkerKind.image, pid=1)), expected=ClientMessage)
+    assert decode(encode(_submit()), expected=Command) == _submit()
+    assert decode(encode(Register(owner="x", pid=1)), expected=(Register,)) == Register(owner="x", pid=1)
+
+
+def test_unknown_and_missing_fields_are_refused_by_name():
+    data = _plain(_submit())
+    data["request"]["sampler"] = "euler"
+    with pytest.raises(MalformedMessage, match="Submit.request: ImageRequest has no field 'sampler'"):
+        decode(json.dumps(data))
+    data = _plain(_submit())
+    del data["job_id"]
+    with pytest.raises(MalformedMessage, match="Submit is missing the field 'job_id'"):
+        decode(json.dumps(data))
+    data = _plain(_submit())
+    data["request"]["v"] = 1  # the version belongs to the envelope only
+    with pytest.raises(MalformedMessage, match="has no field 'v'"):
+        decode(json.dumps(data))
+
+
+def test_a_message_from_another_protocol_version_is_refused_naming_both():
+    data = _plain(Hello(kind=WorkerKind.chat, pid=7))
+    assert data["v"] == PROTOCOL_VERSION
+    data["v"] = PROTOCOL_VERSION + 1
+    with pytest.raises(VersionMismatch) as caught:
+        decode(json.dumps(data), expected=WorkerEvent)
+    text = str(caught.value)
+    assert f"version {PROTOCOL_VERSION + 1}" in text and f"version {PROTOCOL_VERSION}" in text
+    assert (caught.value.theirs, caught.value.ours) == (PROTOCOL_VERSION + 1, PROTOCOL_VERSION)
+    del data["v"]
+    with pytest.raises(VersionMismatch, match="version None"):
+        decode(json.dumps(data))
+
+
+def test_nested_bytes_and_tuples_name_their_path():
+    data = _plain(Progress(job_id="x", step=1, total=2, preview_png=b"png"))
+    data["preview_png"] = "cG5n"
+    with pytest.raises(MalformedMessage, match=r"Progress\.preview_png: expected bytes \| None, got str"):
+        decode(json.dumps(data))
+    render = BrushRenderRequest(session_id="s", project_path="p", width=8, height=8, steps=4)
+    data = _plain(render)
+    data["layers"] = [{"type": "BrushLayer", "id": "l", "mask_png": {"__bytes__": "AA=="}, "seed": "7"}]
+    with pytest.raises(
+        MalformedMessage, match=r"BrushRenderRequest\.layers\[0\]\.seed: expected int, got str"
+    ):
+        decode(json.dumps(data))
+
+
+SEEDED = [
+    lambda seed: ImageRequest(prompt="x", seed=seed),
+    lambda seed: ChatRequest(messages=(ChatMessage(role="user", content="hi"),), seed=seed),
+    lambda seed: VideoRequest(prompt="x", seed=seed),
+    lambda seed: MusicRequest(prompt="x", seed=seed),
+    lambda seed: BrushBaseRequest(session_id="s", prompt="x", seed=seed),
+]
+
+
+@pytest.mark.parametrize("make", SEEDED)
+@pytest.mark.parametrize("seed", [2**70, 2**63, -1, True])
+def test_every_seed_out_of_range_is_bad_input_naming_the_field(make, seed):
+    with pytest.raises(BadInput, match="seed must be a whole number from 0 to 9223372036854775807"):
+        make(seed).validate()
+
+
+@pytest.mark.parametrize("make", SEEDED)
+def test_the_largest_seed_is_accepted_and_fits_a_torch_generator(make):
+    make(SEED_MAX).validate()
+    make(0).validate()
+
+
+def test_the_largest_seed_fits_a_torch_generator_even_with_music_windows():
+    torch = pytest.importorskip("torch")
+    torch.Generator("cpu").manual_seed(SEED_MAX + 7200)  # music seeds window i with seed + i
+
+
+def test_a_brush_layer_seed_out_of_range_names_the_layer():
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 255).save(buffer, format="PNG")
+    layer = BrushLayer(id="l1", name="sky", mask_png=buffer.getvalue(), regen_step=0, seed=2**64)
+    with pytest.raises(BadInput, match="layer 'sky': seed must be a whole number"):
+        layer.validate(8, 8, 4)
+
+
+def test_video_slices_share_the_workers_limit():
+    from workers.protocol import MAX_SLICES
+    from workers.video.memory_plan import parse_memory_mode
+
+    VideoRequest(prompt="x", memory_mode=f"slices:{MAX_SLICES}").validate()
+    assert parse_memory_mode(f"slices:{MAX_SLICES}") == MAX_SLICES
+    for mode in (f"slices:{MAX_SLICES + 1}", "slices:0", "slices:-1", "slices:"):
+        with pytest.raises(BadInput, match=f"N from 1 to {MAX_SLICES}"):
+            VideoRequest(prompt="x", memory_mode=mode).validate()
+        with pytest.raises(BadInput, match=f"N from 1 to {MAX_SLICES}"):
+            parse_memory_mode(mode)

@@ -16,10 +16,14 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from workers.codec import message
+from workers.codec import PROTOCOL_VERSION, message
 from workers.errors import BadInput, ErrorKind
 
-PROTOCOL_VERSION = 1
+SEED_MAX = 2**63 - 1
+"""Seeds are 0..2^63-1: torch generators take up to 2^64-1, SQLite and JSON readers a signed
+64-bit integer, and music seeds each window with ``seed + window index``."""
+MAX_SLICES = 1024
+"""Largest N of a video's ``memory_mode = "slices:N"`` (the worker's memory plan reads it here)."""
 
 frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
@@ -67,6 +71,11 @@ def _require_range(name: str, value: float, low: float, high: float) -> None:
         raise BadInput(f"{name} must be between {low:g} and {high:g}, got {value!r}")
 
 
+def _require_seed(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise BadInput(f"{name} must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+
+
 def _require_multiple_of_8(name: str, value: int) -> None:
     _require_range(name, value, 8, 4096)
     if value % 8:
@@ -88,6 +97,7 @@ class ImageRequest:
     steps: int = 20
     guidance: float = 7.5
     seed: int = 0
+    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
     model: str = "demo-sd"
     """Catalog id, hub id, local diffusers folder or single-file checkpoint."""
     out_path: str = ""
@@ -102,6 +112,7 @@ class ImageRequest:
         _require_multiple_of_8("width", self.width)
         _require_multiple_of_8("height", self.height)
         _require_range("guidance", self.guidance, 0, 50)
+        _require_seed("seed", self.seed)
 
 
 @message
@@ -127,6 +138,7 @@ class ChatRequest:
     top_k: int = 0
     repetition_penalty: float = 1.0
     seed: int = 0
+    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
     assisted: str = ""
     """"" for plain decoding, "prompt_lookup", or a draft model id for assisted decoding."""
     conversation_id: str = ""
@@ -157,6 +169,7 @@ class ChatRequest:
         _require_range("top-k", self.top_k, 0, 100000)
         _require_range("repetition penalty", self.repetition_penalty, 0.5, 5)
         _require_range("context length", self.context_length, 0, 10_000_000)
+        _require_seed("seed", self.seed)
 
 
 @message
@@ -173,6 +186,7 @@ class VideoRequest:
     steps: int = 4
     guidance: float = 7.5
     seed: int = 0
+    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
     model: str = "demo-animatediff"
     memory_mode: str = "auto"
     """"auto" (from the lease) or "slices:N"."""
@@ -200,10 +214,14 @@ class VideoRequest:
         if self.memory_mode != "auto" and not (
             self.memory_mode.startswith("slices:")
             and self.memory_mode[7:].isdigit()
-            and int(self.memory_mode[7:]) >= 1
+            and 1 <= int(self.memory_mode[7:]) <= MAX_SLICES
         ):
-            raise BadInput(f"memory mode must be 'auto' or 'slices:N' (N >= 1), got {self.memory_mode!r}")
+            raise BadInput(
+                f"memory mode must be 'auto' or 'slices:N' with N from 1 to {MAX_SLICES}, "
+                f"got {self.memory_mode!r}"
+            )
         _require_range("rehash interval", self.rehash_interval, 1, 100)
+        _require_seed("seed", self.seed)
 
 
 @message
@@ -219,6 +237,7 @@ class MusicRequest:
     guidance: float = 3.0
     temperature: float = 1.0
     seed: int = 0
+    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
     model: str = "demo-musicgen"
     out_path: str = ""
     format: str = ""
@@ -241,6 +260,7 @@ class MusicRequest:
         _require_range("seconds", self.seconds, 0.1, 3600)
         _require_range("guidance", self.guidance, 0, 20)
         _require_range("temperature", self.temperature, 0.01, 5)
+        _require_seed("seed", self.seed)
         if self.bpm or self.chords.strip():
             if not self.bpm:
                 raise BadInput("chords need a tempo: give a BPM between 20 and 400")
@@ -303,6 +323,7 @@ class BrushLayer:
     regen_step: int = 10
     """n: the layer restarts from the cached latent after n of the N steps (0 <= n <= N-3)."""
     seed: int = 0
+    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
     visible: bool = True
     opacity: float = 1.0
     feather: float = 2.0
@@ -318,6 +339,7 @@ class BrushLayer:
         _require_range(f"{where}: strength", self.strength, 0, 1)
         _require_range(f"{where}: opacity", self.opacity, 0, 1)
         _require_range(f"{where}: feather", self.feather, 0, 64)
+        _require_seed(f"{where}: seed", self.seed)
 
 
 @message
@@ -335,6 +357,7 @@ class BrushBaseRequest:
     steps: int = 20
     guidance: float = 7.5
     seed: int = 0
+    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
     model: str = "demo-sd"
     project_path: str = ""
     """Where the ``.hearth`` project is written; empty means the projects folder."""
@@ -353,6 +376,7 @@ class BrushBaseRequest:
         _require_multiple_of_8("width", self.width)
         _require_multiple_of_8("height", self.height)
         _require_range("guidance", self.guidance, 0, 50)
+        _require_seed("seed", self.seed)
 
 
 @message
@@ -531,7 +555,10 @@ class WorkerState:
 JOB_END_EVENTS = (Finished, Cancelled, Failed)
 
 Event = Hello | Started | Progress | TextDelta | Output | Finished | Cancelled | Failed | Queued | WorkerState
+WorkerEvent = Hello | Started | Progress | TextDelta | Output | Finished | Cancelled | Failed
+"""What a worker sends its supervisor (``Queued`` and ``WorkerState`` are the supervisor's own)."""
 Command = Submit | Cancel | Shutdown
+"""What a supervisor sends its worker."""
 
 REQUEST_TYPES: dict[WorkerKind, type] = {
     WorkerKind.image: ImageRequest,

@@ -106,7 +106,7 @@ class WorkerRuntime:
     def _read_commands(self) -> None:
         while True:
             try:
-                command = decode(self.conn.recv_bytes())
+                command = decode(self.conn.recv_bytes(), expected=Submit | Cancel | Shutdown)
             except (EOFError, OSError):
                 os._exit(0)
             except MalformedMessage:

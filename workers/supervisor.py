@@ -36,6 +36,7 @@ from workers.protocol import (
     Shutdown,
     Started,
     Submit,
+    WorkerEvent,
     WorkerKind,
     WorkerState,
     WorkerStatus,
@@ -202,7 +203,7 @@ class Supervisor:
         conn = handle.conn
         try:
             while conn.poll():
-                self._on_event(handle, decode(conn.recv_bytes()))
+                self._on_event(handle, decode(conn.recv_bytes(), expected=WorkerEvent))
         except (EOFError, OSError):
             pass  # the sentinel reports the death
         except MalformedMessage as exc:

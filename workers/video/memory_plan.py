@@ -168,12 +168,15 @@ def plan_for_budget(shape: VideoShape, budget: int) -> VideoPlan:
 def parse_memory_mode(mode: str) -> int:
     """0 for "auto", N for "slices:N"; anything else is a clear error."""
     from workers.errors import BadInput
+    from workers.protocol import MAX_SLICES
 
     if mode == "auto":
         return 0
     prefix, _, count = mode.partition(":")
-    if prefix != "slices" or not count.isdigit() or not 1 <= int(count) <= 1024:
-        raise BadInput(f"memory mode must be 'auto' or 'slices:N' with N from 1 to 1024, got {mode!r}")
+    if prefix != "slices" or not count.isdigit() or not 1 <= int(count) <= MAX_SLICES:
+        raise BadInput(
+            f"memory mode must be 'auto' or 'slices:N' with N from 1 to {MAX_SLICES}, got {mode!r}"
+        )
     return int(count)
 
 
