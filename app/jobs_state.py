@@ -80,6 +80,17 @@ def describe_request(request) -> str:
     return text if len(text) <= DESCRIPTION_CHARS else text[: DESCRIPTION_CHARS - 1] + "…"
 
 
+def _describe_record(record) -> str:
+    """A stored job's line; one this version cannot read says so (older rows must never stop the window)."""
+    if record.request is not None:
+        return describe_request(record.request)
+    origin = record.unreadable.split(" (", 1)[0] or "from another version of Hearth"
+    text = " ".join(record.prompt.split())
+    if len(text) > DESCRIPTION_CHARS // 2:
+        text = text[: DESCRIPTION_CHARS // 2 - 1] + "…"
+    return f"{text} ({origin})" if text else f"a job {origin}"
+
+
 def _last_image(paths) -> str:
     return next((p for p in reversed(paths) if p.lower().endswith((".png", ".jpg", ".jpeg", ".webp"))), "")
 
@@ -124,7 +135,7 @@ class JobsState(QObject):
             self._jobs[record.job_id] = JobEntry(
                 job_id=record.job_id,
                 kind=record.kind,
-                description=describe_request(record.request),
+                description=_describe_record(record),
                 state=record.state,
                 error_kind=record.error_kind,
                 error_message=record.error_message,

@@ -16,27 +16,27 @@ from pathlib import Path
 
 from workers.atomic import check_writable, write_text
 from workers.errors import BadInput
+from workers.migrations import migrate
 from workers.paths import data_dir
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'done',
-    job_id TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
-"""
+
+def _create_conversations(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS conversations ("
+        " id TEXT PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS messages ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,"
+        " role TEXT NOT NULL, content TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'done',"
+        " job_id TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '', created REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id)")
+
+
+MIGRATIONS = (_create_conversations,)
+"""Oldest first, as in the job store: append a migration, never edit one that shipped."""
 
 ROLES = ("system", "user", "assistant")
 TITLE_WORDS = 8
@@ -86,7 +86,7 @@ class ConversationStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self.schema_version = migrate(self._db, MIGRATIONS, f"conversation store {self.path}")
 
     def close(self) -> None:
         self._db.close()
