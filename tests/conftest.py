@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.arbiter_helpers import REVOKE_DEADLINE_S
 from tests.arbiter_helpers import wait_for as _wait_for
 from workers.arbiter import client as client_module
 from workers.arbiter.address import arbiter_running, running_pid
@@ -100,7 +101,7 @@ def sock(tmp_path, monkeypatch):
     monkeypatch.setenv("HEARTH_ARBITER_SOCKET", str(path))
     monkeypatch.setenv("HEARTH_ARBITER_DEVICE", "sim:8GiB,lag=0.2")
     monkeypatch.setenv("HEARTH_ARBITER_HEADROOM", "512MiB")
-    monkeypatch.setenv("HEARTH_ARBITER_REVOKE_DEADLINE", "1.0")
+    monkeypatch.setenv("HEARTH_ARBITER_REVOKE_DEADLINE", str(REVOKE_DEADLINE_S))  # never kills pytest
     yield path
     pid = running_pid(path)
     if pid and arbiter_running(path):
