@@ -4,6 +4,7 @@ nothing held by a dead process, no leftover clients or requests) and nothing lea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -40,6 +41,7 @@ from workers.arbiter.messages import (
     StatusQuery,
     Tier,
 )
+from workers.arbiter.server import MAX_CONNECTIONS
 from workers.arbiter.units import GiB, MiB
 from workers.protocol import Priority
 
@@ -141,31 +143,59 @@ def _status_over(conn: socket.socket) -> Status:
                 return msg
 
 
+def _answer_or_refusal(conn: socket.socket) -> object:
+    """A status round trip on a flood connection: ``Status`` if served, the refusal if turned away."""
+    with contextlib.suppress(OSError):  # a refused one may already be closed at our end's peer
+        conn.sendall(frame(StatusQuery()))
+    frames = FrameBuffer()
+    while data := conn.recv(65536):
+        if payloads := frames.feed(data):
+            return codec.decode(payloads[0])
+    raise AssertionError("the arbiter hung up without a word")
+
+
+def _settled(client: ArbiterClient) -> None:
+    """Once this returns, the arbiter has handled everything that was ready before it was called:
+    one select() reports every ready socket, so the second query waits behind all of them."""
+    client.status()
+    client.status()
+
+
 def test_hostile_clients_cannot_stall_or_bloat_the_arbiter(clients, sock):
     honest = clients("chat worker")
+    _settled(honest)  # the arbiter has accepted the honest connection: count file descriptors from here
     process = arbiter_process(sock)
     fds_before = process.num_fds()
     # Slowloris: a header promising 1000 bytes, then ten of them, then silence.
     slow = _connect(sock)
     slow.sendall(HEADER.pack(1000) + b"{" * 10)
-    # Garbage, a huge length prefix, and a flood of connections left open.
+    # Garbage, and a huge length prefix (answered, then hung up on).
     garbage = _connect(sock)
     garbage.sendall(HEADER.pack(12) + os.urandom(12))
     huge = _connect(sock)
     huge.sendall(b"\xff\xff\xff\xff")
+    assert "exceeds" in codec.decode(_read_one(huge)).message
+    # A flood of connections left open, beyond the cap: the extra ones are told so and closed.
     flood = [_connect(sock) for _ in range(100)]
     for conn in flood[::2]:
-        conn.sendall(frame(Register(owner="flood", pid=1)))
+        with contextlib.suppress(OSError):
+            conn.sendall(frame(Register(owner="flood", pid=1)))
     lease = honest.acquire("chat", Priority.interactive, tiers(2), timeout=5)  # served meanwhile
     assert lease.bytes == 2 * GiB
-    assert "exceeds" in codec.decode(_read_one(huge)).message
     assert isinstance(codec.decode(_read_one(garbage)), ProtocolError)
-    assert _status_over(flood[-1]).snapshot.clients >= 50
+    _settled(honest)  # every flood connection is accepted or refused by now
+    answers = [_answer_or_refusal(conn) for conn in flood[1::2]]
+    refusals = [a for a in answers if isinstance(a, ProtocolError)]
+    assert all(isinstance(a, (Status, ProtocolError)) for a in answers)
+    assert all("too many connections" in a.message for a in refusals)
+    assert len(refusals) >= (100 + 3 - MAX_CONNECTIONS) // 2 - 1, "about half the refused ones are asked"
+    assert max(a.snapshot.clients for a in answers if isinstance(a, Status)) <= MAX_CONNECTIONS
     for conn in [slow, garbage, huge, *flood]:
         conn.close()
     snapshot = wait_for(lambda: status_if(honest, lambda s: s.clients == 1), what="closed clients gone")
     assert_consistent(snapshot, {os.getpid()})
-    assert wait_for(lambda: process.num_fds() <= fds_before, what="sockets closed"), "file descriptors leaked"
+    _settled(honest)  # every close is handled: the arbiter holds exactly the sockets it held before
+    assert process.num_fds() == fds_before, "file descriptors leaked"
     lease.release()
 
 

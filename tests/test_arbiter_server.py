@@ -6,6 +6,7 @@ Every test runs its own arbiter on the simulated device, with the socket and run
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,14 +19,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.arbiter_helpers import wait_for
+from tests.arbiter_helpers import KILL_DEADLINE_S, wait_for
 from workers import codec
 from workers.arbiter.address import arbiter_running, log_path, running_pid
 from workers.arbiter.client import ArbiterClient, ArbiterUnavailable
-from workers.arbiter.framing import HEADER, FrameBuffer, frame
-from workers.arbiter.messages import Granted, ProtocolError, StatusQuery, Tier
+from workers.arbiter.device import SimulatedDevice
+from workers.arbiter.framing import HEADER, MAX_CLIENT_FRAME, FrameBuffer, FrameTooLarge, frame
+from workers.arbiter.ledger import Ledger
+from workers.arbiter.messages import (
+    Granted,
+    HeldLease,
+    ProtocolError,
+    Register,
+    Status,
+    StatusQuery,
+    Tier,
+)
+from workers.arbiter.server import MAX_CONNECTIONS, ArbiterServer
 from workers.arbiter.status import print_status
-from workers.arbiter.units import GiB
+from workers.arbiter.units import GiB, MiB
+from workers.codec import PROTOCOL_VERSION
 from workers.errors import JobCancelled, OutOfMemory
 from workers.protocol import Priority
 
@@ -96,7 +109,9 @@ def test_impossible_request_is_refused_and_cancel_is_prompt(clients):
     held.release()
 
 
-def test_holder_ignoring_revoke_is_killed_and_its_memory_returns(clients, spawn, tmp_path):
+def test_holder_ignoring_revoke_is_killed_and_its_memory_returns(clients, spawn, tmp_path, monkeypatch):
+    # The short deadline reaches only the arbiter the child starts; pytest holds nothing revocable.
+    monkeypatch.setenv("HEARTH_ARBITER_REVOKE_DEADLINE", str(KILL_DEADLINE_S))
     marker = tmp_path / "granted"
     stubborn = spawn(
         "import time, pathlib\n"
@@ -160,7 +175,10 @@ def test_malformed_frames_get_protocol_errors_and_serving_goes_on(clients, sock)
         reply = _raw_exchange(conn, b'{"type": "Bogus", "v": 1}')
         assert isinstance(reply, ProtocolError) and "Bogus" in reply.message
         reply = _raw_exchange(conn, codec.encode(Granted(request_id="r", lease_id="l", bytes=1, tier="t")))
-        assert isinstance(reply, ProtocolError) and "Granted" in reply.message
+        assert isinstance(reply, ProtocolError) and "expected Register | Request" in reply.message
+        assert "got Granted" in reply.message
+        reply = _raw_exchange(conn, b'{"type": "Release", "v": 1, "lease_id": "x", "force": true}')
+        assert isinstance(reply, ProtocolError) and "no field 'force'" in reply.message
         reply = _raw_exchange(conn, b'{"type": "Release", "v": 1, "lease_id": 5}')
         assert isinstance(reply, ProtocolError) and "lease_id" in reply.message
         # Still the same connection, still served:
@@ -261,3 +279,164 @@ def test_keeping_more_memory_free_takes_it_back_from_a_running_render(clients, s
     lease.done_revoke(2 * GiB, revoke.tier)
     snapshot = video.status()
     assert snapshot.headroom == 5 * GiB and snapshot.budget == 3 * GiB
+
+
+# --------------------------------------------------------------------------- limits and versions, in process
+# An ArbiterServer on a thread of this process: it never kills its own pid (it hangs up instead),
+# and its limits can be made small enough to reach in a test.
+
+
+@pytest.fixture
+def serve(tmp_path):
+    running: list[tuple[ArbiterServer, threading.Thread]] = []
+
+    def start(**options) -> Path:
+        path = tmp_path / f"s{len(running)}.sock"
+        server = ArbiterServer(Ledger(SimulatedDevice(8 * GiB), headroom=512 * MiB), path, **options)
+        server.listen()
+        thread = threading.Thread(target=server.serve_forever, name="arbiter-in-test")
+        thread.start()
+        running.append((server, thread))
+        return path
+
+    yield start
+    for server, thread in running:
+        server.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def _raw(path: Path) -> socket.socket:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(10)
+    conn.connect(str(path))
+    return conn
+
+
+def _until_eof(conn: socket.socket) -> list[object]:
+    """Every message the arbiter sends before it hangs up (blocks until it does)."""
+    frames, messages = FrameBuffer(), []
+    while data := conn.recv(65536):
+        messages += [codec.decode(payload) for payload in frames.feed(data)]
+    conn.close()
+    return messages
+
+
+def _ask_status(conn: socket.socket) -> Status:
+    """A round trip: once it returns, the arbiter has accepted this connection."""
+    reply = _raw_exchange(conn, codec.encode(StatusQuery()))
+    assert isinstance(reply, Status), reply
+    return reply
+
+
+def test_connections_beyond_the_cap_are_told_so_and_closed(serve):
+    assert MAX_CONNECTIONS == 64
+    path = serve(max_connections=3)
+    served = [_raw(path) for _ in range(3)]
+    for conn in served:
+        _ask_status(conn)
+    [refusal] = _until_eof(_raw(path))
+    assert isinstance(refusal, ProtocolError)
+    assert "too many connections" in refusal.message and "at most 3" in refusal.message
+    served[0].close()
+    _ask_status(served[1])  # its EOF was pending before this query: handled by the time it is answered
+    again = _raw(path)
+    assert _ask_status(again).snapshot.budget == 8 * GiB - 512 * MiB, "a freed place is served again"
+    for conn in [*served[1:], again]:
+        conn.close()
+
+
+def test_a_client_stopping_mid_frame_is_dropped_but_one_idle_between_frames_is_not(serve):
+    path = serve(frame_idle_s=0.3)
+    idle = _raw(path)
+    _ask_status(idle)
+    slow = _raw(path)
+    slow.sendall(HEADER.pack(100) + b'{"type": "Sta')  # and never the rest
+    [reply] = _until_eof(slow)
+    assert isinstance(reply, ProtocolError) and "unfinished frame waited 0.3 s" in reply.message
+    _ask_status(idle)  # silent for longer than the slow one, but between frames: still served
+    idle.close()
+
+
+def test_client_frames_are_capped_at_what_the_largest_real_message_needs(serve):
+    tiers_ = tuple(
+        Tier(name=f"sliced:{2**i}", bytes=(8 - i) * GiB, est_step_s=0.63, reload_s=4.2, pause_every_s=0.05)
+        for i in range(8)
+    )
+    held = tuple(
+        HeldLease(
+            lease_id=f"{i:032x}",
+            job="video render of a long prompt",
+            priority=Priority.background,
+            bytes=64 * MiB,
+            tier="sliced:64",
+            tiers=tiers_,
+            idle=True,
+            can_grow=True,
+        )
+        for i in range(64)
+    )
+    register = Register(owner="video worker", pid=os.getpid(), held=held)
+    assert len(frame(register, MAX_CLIENT_FRAME)) < MAX_CLIENT_FRAME / 2, "64 held leases fit with room"
+    path = serve()
+    conn = _raw(path)
+    conn.sendall(frame(register, MAX_CLIENT_FRAME))
+    assert len(_ask_status(conn).snapshot.leases) == 64
+    conn.close()
+    huge = _raw(path)
+    huge.sendall(HEADER.pack(MAX_CLIENT_FRAME + 1) + b"{")
+    [reply] = _until_eof(huge)
+    assert isinstance(reply, ProtocolError) and f"exceeds the {MAX_CLIENT_FRAME}-byte limit" in reply.message
+    with pytest.raises(FrameTooLarge, match="over the"):
+        frame(Register(owner="x" * MAX_CLIENT_FRAME, pid=1), MAX_CLIENT_FRAME)
+
+
+def test_a_register_from_another_protocol_version_is_refused_naming_both(serve):
+    path = serve()
+    conn = _raw(path)
+    register = json.loads(codec.encode(Register(owner="bundle", pid=os.getpid())))
+    register["v"] = PROTOCOL_VERSION + 1
+    reply = _raw_exchange(conn, json.dumps(register).encode())
+    assert isinstance(reply, ProtocolError)
+    assert f"speaks Hearth protocol version {PROTOCOL_VERSION}," in reply.message
+    assert f"the Register from pid {os.getpid()} is version {PROTOCOL_VERSION + 1}" in reply.message
+    assert _ask_status(conn).snapshot.leases == (), "refused, not misread; the connection stays usable"
+    conn.close()
+
+
+def _other_build_arbiter(listener: socket.socket) -> None:
+    """Answers every frame as an arbiter speaking the next protocol version would."""
+    conn, _ = listener.accept()
+    with conn:
+        frames = FrameBuffer()
+        while data := conn.recv(65536):
+            for _ in frames.feed(data):
+                body = json.dumps(
+                    {
+                        "type": "ProtocolError",
+                        "v": PROTOCOL_VERSION + 1,
+                        "message": f"this arbiter speaks Hearth protocol version {PROTOCOL_VERSION + 1}",
+                    }
+                ).encode()
+                conn.sendall(HEADER.pack(len(body)) + body)
+
+
+def test_an_arbiter_of_another_version_is_a_clear_error_in_the_client(tmp_path):
+    path = tmp_path / "other.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    other = threading.Thread(target=_other_build_arbiter, args=(listener,), name="other-build-arbiter")
+    other.start()
+    client = ArbiterClient("image worker", address=path, autostart=False)
+    try:
+        both = rf"protocol version {PROTOCOL_VERSION + 1} and this Hearth speaks version {PROTOCOL_VERSION}"
+        with pytest.raises(ArbiterUnavailable, match=both):
+            client.acquire("image", Priority.single_shot, tiers(1), timeout=20)
+        assert "the arbiter says: this arbiter speaks" in client.last_error
+        with pytest.raises(ArbiterUnavailable, match=both):
+            client.status(timeout=20)
+    finally:
+        client.close()
+        other.join(timeout=10)
+        listener.close()

@@ -219,3 +219,29 @@ def test_video_slices_share_the_workers_limit():
             VideoRequest(prompt="x", memory_mode=mode).validate()
         with pytest.raises(BadInput, match=f"N from 1 to {MAX_SLICES}"):
             parse_memory_mode(mode)
+
+
+def test_the_supervisor_refuses_a_worker_hello_of_another_version(tmp_path):
+    import multiprocessing as mp
+
+    from workers.jobstore import JobStore
+    from workers.protocol import WorkerState, WorkerStatus
+    from workers.supervisor import Supervisor
+
+    events: list[object] = []
+    store = JobStore(tmp_path / "hearth.db")
+    supervisor = Supervisor(kinds=[WorkerKind.image], store=store, listener=events.append)
+    handle = supervisor._workers[WorkerKind.image]  # a worker of another build, without spawning one
+    parent, child = mp.Pipe()
+    handle.conn, handle.status = parent, WorkerStatus.starting
+    hello = _plain(Hello(kind=WorkerKind.image, pid=4242))
+    hello["v"] = hello["protocol_version"] = PROTOCOL_VERSION + 1
+    child.send_bytes(json.dumps(hello).encode())
+    supervisor._drain(handle)
+    [state] = [event for event in events if isinstance(event, WorkerState)]
+    assert handle.status is WorkerStatus.starting and state.status is not WorkerStatus.ready, "no jobs for it"
+    assert f"Hello from a Hearth build speaking protocol version {PROTOCOL_VERSION + 1}" in state.detail
+    assert f"this build speaks version {PROTOCOL_VERSION}" in state.detail
+    parent.close()
+    child.close()
+    store.close()

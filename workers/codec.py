@@ -134,10 +134,11 @@ def _hints(cls: type) -> dict[str, Any]:
 def _from_plain(payload: dict, allowed: tuple[type, ...] | None, where: str, top: bool = False) -> Any:
     name = payload.get("type")
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    prefix = f"{where}: " if where else ""
     if cls is None:
-        raise MalformedMessage(f"{where or 'message'}: unknown message type {name!r}")
+        raise MalformedMessage(f"{prefix}unknown message type {name!r}")
     if allowed is not None and cls not in allowed:
-        raise MalformedMessage(f"{where or 'message'}: expected {_names(allowed)}, got {name}")
+        raise MalformedMessage(f"{prefix}expected {_names(allowed)}, got {name}")
     where = where or name
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     envelope = _ENVELOPE_KEYS if top else ("type",)

@@ -32,8 +32,9 @@ from pathlib import Path
 
 from workers import codec
 from workers.arbiter.address import arbiter_running, log_path, socket_path, start_lock_path
-from workers.arbiter.framing import FrameBuffer, FrameTooLarge, frame
+from workers.arbiter.framing import MAX_ARBITER_FRAME, MAX_CLIENT_FRAME, FrameBuffer, FrameTooLarge, frame
 from workers.arbiter.messages import (
+    ArbiterMessage,
     CancelRequest,
     DeviceReading,
     Granted,
@@ -217,6 +218,8 @@ class ArbiterClient:
                         on_wait(reason)
                 case Refused(reason=refusal):
                     raise OutOfMemory(refusal)
+                case ArbiterUnavailable():
+                    raise answer
 
     def report_device(self, total: int, free: int, used_by_hearth: int) -> None:
         """Send a real device reading (``torch.cuda.mem_get_info`` and ``memory_reserved``)."""
@@ -230,13 +233,16 @@ class ArbiterClient:
             self._status_waiters.append(answers)
             self._send_locked(StatusQuery())
         try:
-            return answers.get(timeout=timeout)
+            answer = answers.get(timeout=timeout)
         except queue.Empty:
             with self._lock, contextlib.suppress(ValueError):
                 self._status_waiters.remove(answers)
             raise ArbiterUnavailable(
                 f"the arbiter at {self.address} did not answer within {timeout:g} s"
             ) from None
+        if isinstance(answer, ArbiterUnavailable):
+            raise answer
+        return answer
 
     def leases(self) -> list[Lease]:
         with self._lock:
@@ -311,8 +317,9 @@ class ArbiterClient:
     def _send_locked(self, msg: object) -> None:
         # While disconnected, messages are dropped: the ledger state they describe is
         # re-sent as a whole (Register.held, pending requests) once reconnected.
+        data = frame(msg, MAX_CLIENT_FRAME)  # FrameTooLarge here, not a hang-up from the arbiter
         try:
-            self._sock.sendall(frame(msg))
+            self._sock.sendall(data)
         except OSError as exc:
             log.debug("arbiter send failed (%s); reconnecting", exc)
 
@@ -365,7 +372,7 @@ class ArbiterClient:
             self._reconnect()
 
     def _read_until_eof(self, sock: socket.socket) -> None:
-        frames = FrameBuffer()
+        frames = FrameBuffer(MAX_ARBITER_FRAME)
         while True:
             try:
                 data = sock.recv(65536)
@@ -380,9 +387,31 @@ class ArbiterClient:
                 return
             for payload in payloads:
                 try:
-                    self._dispatch(codec.decode(payload))
+                    self._dispatch(codec.decode(payload, expected=ArbiterMessage))
+                except codec.VersionMismatch as exc:
+                    self._incompatible(exc)
                 except codec.MalformedMessage as exc:
                     log.error("arbiter sent a malformed message: %s", exc)
+
+    def _incompatible(self, exc: codec.VersionMismatch) -> None:
+        """The arbiter is another build's: every waiting request and status query fails, saying so."""
+        said = exc.payload.get("message") if exc.payload.get("type") == "ProtocolError" else None
+        text = (
+            f"the arbiter at {self.address} speaks Hearth protocol version {exc.theirs!r} and this "
+            f"Hearth speaks version {exc.ours}: another Hearth build started it. Quit that Hearth (its "
+            "arbiter exits once idle) or run one build at a time"
+        )
+        if isinstance(said, str) and said:
+            text += f" (the arbiter says: {said})"
+        error = ArbiterUnavailable(text)
+        with self._lock:
+            self.last_error = text
+            for _, answers in self._pending.values():
+                answers.put(error)
+            self._pending.clear()
+            while self._status_waiters:
+                self._status_waiters.popleft().put(error)
+        log.error("%s", text)
 
     def _reconnect(self) -> None:
         while not self._closed:

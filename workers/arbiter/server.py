@@ -2,9 +2,14 @@
 
 One instance per user: it holds an fcntl lock beside the socket for its whole life, and a second
 arbiter started meanwhile exits quietly. Malformed input gets a ``ProtocolError`` reply and the
-loop keeps serving. A client that disconnects loses its leases. A holder that misses its revoke
+loop keeps serving; a message from a build speaking another protocol version is refused naming
+both versions. A client that disconnects loses its leases. A holder that misses its revoke
 deadline is killed with SIGKILL, because process exit is the only reliable way to give VRAM back;
 its supervisor then sees the worker die, fails its job and restarts it.
+
+Hostile or broken clients cost little: each connection buffers at most one unfinished frame of
+``MAX_CLIENT_FRAME`` bytes and is dropped if the rest does not come within ``FRAME_IDLE_S``; at
+most ``MAX_CONNECTIONS`` are served at once, and a further one is told so and closed.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 from workers import codec
 from workers.arbiter.address import MAX_SOCKET_PATH, lock_path, socket_path
 from workers.arbiter.device import device_from_env
-from workers.arbiter.framing import FrameBuffer, FrameTooLarge, frame
+from workers.arbiter.framing import MAX_ARBITER_FRAME, MAX_CLIENT_FRAME, FrameBuffer, FrameTooLarge, frame
 from workers.arbiter.ledger import (
     DEFAULT_AGING_S,
     DEFAULT_HEADROOM,
@@ -35,7 +40,7 @@ from workers.arbiter.ledger import (
     Ledger,
     Send,
 )
-from workers.arbiter.messages import CLIENT_MESSAGES, ProtocolError, Register
+from workers.arbiter.messages import ClientMessage, ProtocolError, Register
 from workers.arbiter.units import format_bytes, parse_bytes
 from workers.arbiter.user_config import ConfigWatcher
 
@@ -45,6 +50,12 @@ TICK_S = 0.1
 LISTEN_BACKLOG = 256
 RECOVERY_S = 3.0
 """Clients notice a dead arbiter at once and reconnect within a second or two of its restart."""
+MAX_CONNECTIONS = 64
+"""Connections served at once: a few per Hearth process (four workers, the memory panel, a CLI run)."""
+FRAME_IDLE_S = 10.0
+"""A client sends each frame whole in one write; one that stops mid-frame this long is dropped."""
+MAX_OUTBOX = 2 * MAX_ARBITER_FRAME
+"""Replies queued for a client that does not read them; past this it is dropped."""
 
 
 @dataclass(eq=False)
@@ -52,10 +63,13 @@ class _Connection:
     sock: socket.socket
     name: str
     pid: int
-    frames: FrameBuffer = field(default_factory=FrameBuffer)
+    frames: FrameBuffer = field(default_factory=lambda: FrameBuffer(MAX_CLIENT_FRAME))
     outbox: bytearray = field(default_factory=bytearray)
     registered: bool = False
     closing: bool = False
+    last_data: float = field(default_factory=time.monotonic)
+    """When bytes last arrived (or when a hang-up began, for a closing connection)."""
+    told_version: bool = False
 
 
 def acquire_instance_lock(sock_path: Path) -> int | None:
@@ -90,10 +104,15 @@ class ArbiterServer:
         *,
         idle_exit_s: float | None = None,
         user_config: ConfigWatcher | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        frame_idle_s: float = FRAME_IDLE_S,
     ):
         self.ledger = ledger
         self.path = Path(path)
         self.idle_exit_s = idle_exit_s
+        self.max_connections = max_connections
+        self.frame_idle_s = frame_idle_s
+        self._refused = 0  # connections turned away since the last time there was room
         self._default_headroom = ledger.headroom
         self._user_config = user_config
         self._selector = selectors.DefaultSelector()
@@ -185,11 +204,38 @@ class ArbiterServer:
             sock.close()
             return
         sock.setblocking(False)
+        if len(self._connections) >= self.max_connections:
+            self._refuse(sock, pid)
+            return
+        self._refused = 0
         self._next_id += 1
         conn = _Connection(sock=sock, name=f"c{self._next_id}", pid=pid)
         self._connections[conn.name] = conn
         self._selector.register(sock, selectors.EVENT_READ, conn)
         log.debug("connection %s from pid %d", conn.name, pid)
+
+    def _refuse(self, sock: socket.socket, pid: int) -> None:
+        self._refused += 1
+        if self._refused == 1:
+            log.warning(
+                "%d connections already: refusing pid %d (and any more until one closes)",
+                self.max_connections,
+                pid,
+            )
+        text = (
+            f"too many connections: the arbiter serves at most {self.max_connections} at once and all "
+            "are in use, so this one is closed (retry once another Hearth process exits)"
+        )
+        with contextlib.suppress(OSError):
+            sock.send(frame(ProtocolError(message=text)))
+            sock.recv(MAX_CLIENT_FRAME)  # read what it sent already, so the close is clean, not a reset
+        sock.close()
+
+    def _hang_up(self, conn: _Connection, text: str) -> None:
+        """Tell the client why, then close once the reply is out (or after ``frame_idle_s``)."""
+        self._reply(conn, ProtocolError(message=text))
+        conn.closing, conn.last_data = True, time.monotonic()
+        self._flush(conn)
 
     def _service(self, conn: _Connection, events: int) -> None:
         if events & selectors.EVENT_WRITE:
@@ -207,29 +253,39 @@ class ArbiterServer:
         if not data:
             self._drop(conn)
             return
+        if conn.closing:
+            return  # hanging up: nothing more it says is read
+        conn.last_data = time.monotonic()
         try:
             payloads = conn.frames.feed(data)
         except FrameTooLarge as exc:
             # The length prefix is garbage: we cannot find the next frame, so answer and hang up.
-            self._reply(conn, ProtocolError(message=str(exc)))
-            conn.closing = True
-            self._flush(conn)
+            self._hang_up(conn, str(exc))
             return
         for payload in payloads:
+            if conn.name not in self._connections:
+                return  # dropped meanwhile (it stopped reading its replies)
             self._deliver(conn, self._decode(conn, payload))
 
     def _decode(self, conn: _Connection, payload: bytes) -> object | None:
         try:
-            msg = codec.decode(payload)
+            return codec.decode(payload, expected=ClientMessage)
+        except codec.VersionMismatch as exc:
+            self._reply(conn, ProtocolError(message=self._version_refusal(conn, exc)))
         except codec.MalformedMessage as exc:
             self._reply(conn, ProtocolError(message=f"malformed message: {exc}"))
-            return None
-        if not isinstance(msg, CLIENT_MESSAGES):
-            self._reply(
-                conn, ProtocolError(message=f"{type(msg).__name__} is not a message the arbiter accepts")
-            )
-            return None
-        return msg
+        return None
+
+    def _version_refusal(self, conn: _Connection, exc: codec.VersionMismatch) -> str:
+        text = (
+            f"protocol version mismatch: this arbiter speaks Hearth protocol version {exc.ours}, "
+            f"the {exc.payload.get('type', 'message')!s} from pid {conn.pid} is version {exc.theirs!r}. "
+            f"Two Hearth builds share the arbiter at {self.path}: quit one of them"
+        )
+        if not conn.told_version:
+            conn.told_version = True
+            log.warning("%s", text)
+        return text
 
     def _deliver(self, conn: _Connection, msg: object | None) -> None:
         if msg is None:
@@ -263,7 +319,12 @@ class ArbiterServer:
                 self._reply(conn, send.message)
 
     def _reply(self, conn: _Connection, msg: object) -> None:
-        conn.outbox += frame(msg)
+        data = frame(msg)
+        if len(conn.outbox) + len(data) > MAX_OUTBOX:
+            log.warning("connection %s (pid %d) does not read its replies: dropping it", conn.name, conn.pid)
+            self._drop(conn)
+            return
+        conn.outbox += data
         self._flush(conn)
 
     def _flush(self, conn: _Connection) -> None:
@@ -287,9 +348,24 @@ class ArbiterServer:
 
     def _tick(self) -> None:
         self._apply_user_config()
+        self._drop_stalled(time.monotonic())
         for item in self.ledger.overdue():
             self._send_all(self._enforce(item))
         self._send_all(self.ledger.tick())
+
+    def _drop_stalled(self, now: float) -> None:
+        """Slowloris: a frame begun and never finished holds a buffer; a hang-up never read, a socket."""
+        for conn in list(self._connections.values()):
+            if now - conn.last_data < self.frame_idle_s:
+                continue
+            if conn.closing:
+                self._drop(conn)
+            elif conn.frames.pending:
+                log.warning("connection %s (pid %d) stopped mid-frame: dropping it", conn.name, conn.pid)
+                self._hang_up(
+                    conn,
+                    f"an unfinished frame waited {self.frame_idle_s:g} s for the rest: closing the connection",
+                )
 
     def _apply_user_config(self) -> None:
         """The person changed how much memory to keep free: the next tick acts on it."""
