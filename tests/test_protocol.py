@@ -245,3 +245,12 @@ def test_the_supervisor_refuses_a_worker_hello_of_another_version(tmp_path):
     parent.close()
     child.close()
     store.close()
+
+
+def test_a_brush_render_holds_at_most_as_many_layers_as_a_project_may():
+    from workers.protocol import MAX_BRUSH_LAYERS
+
+    layers = tuple(BrushLayer(id=f"l{i}", mask_png=b"") for i in range(MAX_BRUSH_LAYERS + 1))
+    render = BrushRenderRequest(session_id="s", project_path="p", width=8, height=8, steps=4, layers=layers)
+    with pytest.raises(BadInput, match=f"257 layers; a brush session holds at most {MAX_BRUSH_LAYERS}"):
+        render.validate()

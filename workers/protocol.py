@@ -24,6 +24,14 @@ SEED_MAX = 2**63 - 1
 64-bit integer, and music seeds each window with ``seed + window index``."""
 MAX_SLICES = 1024
 """Largest N of a video's ``memory_mode = "slices:N"`` (the worker's memory plan reads it here)."""
+MAX_SIDE = 4096
+"""Largest image or video width and height, in pixels (a multiple of 8 from 8 up to this)."""
+MAX_STEPS = 1000
+"""Most denoising steps of an image, video or brush session."""
+MAX_GUIDANCE = 50.0
+"""Largest classifier-free guidance scale of an image, video or brush session."""
+MAX_BRUSH_LAYERS = 256
+"""Most layers of a brush session (a ``.hearth`` project holding more is refused on load)."""
 
 frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
@@ -77,7 +85,7 @@ def _require_seed(name: str, value: int) -> None:
 
 
 def _require_multiple_of_8(name: str, value: int) -> None:
-    _require_range(name, value, 8, 4096)
+    _require_range(name, value, 8, MAX_SIDE)
     if value % 8:
         raise BadInput(f"{name} must be a multiple of 8, got {value}")
 
@@ -108,10 +116,10 @@ class ImageRequest:
 
     def validate(self) -> None:
         _require_prompt(self.prompt)
-        _require_range("steps", self.steps, 1, 1000)
+        _require_range("steps", self.steps, 1, MAX_STEPS)
         _require_multiple_of_8("width", self.width)
         _require_multiple_of_8("height", self.height)
-        _require_range("guidance", self.guidance, 0, 50)
+        _require_range("guidance", self.guidance, 0, MAX_GUIDANCE)
         _require_seed("seed", self.seed)
 
 
@@ -205,10 +213,10 @@ class VideoRequest:
         _require_prompt(self.prompt)
         _require_range("frames", self.frames, 1, 1024)
         _require_range("fps", self.fps, 1, 120)
-        _require_range("steps", self.steps, 1, 1000)
+        _require_range("steps", self.steps, 1, MAX_STEPS)
         _require_multiple_of_8("width", self.width)
         _require_multiple_of_8("height", self.height)
-        _require_range("guidance", self.guidance, 0, 50)
+        _require_range("guidance", self.guidance, 0, MAX_GUIDANCE)
         if self.format not in ("mp4", "gif", "webp"):
             raise BadInput(f"video format must be mp4, gif or webp, got {self.format!r}")
         if self.memory_mode != "auto" and not (
@@ -372,10 +380,10 @@ class BrushBaseRequest:
             _require_image_file(self.photo_path)
         else:
             _require_prompt(self.prompt)
-        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, 1000)
+        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, MAX_STEPS)
         _require_multiple_of_8("width", self.width)
         _require_multiple_of_8("height", self.height)
-        _require_range("guidance", self.guidance, 0, 50)
+        _require_range("guidance", self.guidance, 0, MAX_GUIDANCE)
         _require_seed("seed", self.seed)
 
 
@@ -403,9 +411,11 @@ class BrushRenderRequest:
     def validate(self) -> None:
         if not self.session_id:
             raise BadInput("brush session id is empty")
-        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, 1000)
+        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, MAX_STEPS)
         _require_multiple_of_8("width", self.width)
         _require_multiple_of_8("height", self.height)
+        if len(self.layers) > MAX_BRUSH_LAYERS:
+            raise BadInput(f"{len(self.layers)} layers; a brush session holds at most {MAX_BRUSH_LAYERS}")
         ids = [layer.id for layer in self.layers]
         if len(set(ids)) != len(ids):
             raise BadInput("two layers share one id")
