@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 from PySide6.QtCore import QByteArray, Qt, QTimer, QUrl, Slot
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
@@ -19,13 +17,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.brush_editor import BrushEditor
+from app.chat_tab import ChatTab
 from app.image_tab import ImageTab
 from app.jobs_panel import DOCK_WIDTH, JobsPanel
 from app.jobs_state import JobsState
 from app.memory_panel import MemoryPanel, MemoryState
-from app.placeholder_tab import PlaceholderTab
+from app.music_tab import MusicTab
 from app.settings import Settings, load_settings, save_settings
 from app.style import NOTICE_STYLE, app_icon, coloured
+from app.video_tab import VideoTab
 from models.catalog import HOW_TO_ADD_MODELS
 from workers.protocol import JOB_END_EVENTS, Queued, Started, WorkerKind, WorkerState
 
@@ -35,22 +36,6 @@ DEMO_NOTICE = (
 )
 DEFAULT_SIZE = (1600, 960)
 JOB_EVENTS = (Queued, Started, *JOB_END_EVENTS)
-
-
-def optional_tab_class(module_name: str, class_name: str) -> type | None:
-    """The tab class if its module exists in this build. Any other import error is a bug and surfaces."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return None
-    return getattr(module, class_name)
-
-
-def build_tab(module_name: str, class_name: str, title: str, bridge) -> QWidget:
-    cls = optional_tab_class(module_name, class_name)
-    return cls(bridge) if cls is not None else PlaceholderTab(title, bridge)
 
 
 class WorkerStatusView(QWidget):
@@ -148,14 +133,12 @@ class MainWindow(QMainWindow):
         self.image_tabs = QTabWidget()
         self.image_tabs.setDocumentMode(True)
         self.image_tabs.addTab(self.image_tab, "Text to image")
-        self.image_tabs.addTab(
-            build_tab("app.brush_editor", "BrushEditor", "Brushes", self.bridge), "Brushes"
-        )
+        self.image_tabs.addTab(BrushEditor(self.bridge), "Brushes")
         self.tabs = QTabWidget()
-        self.tabs.addTab(build_tab("app.chat_tab", "ChatTab", "Chat", self.bridge), "Chat")
+        self.tabs.addTab(ChatTab(self.bridge), "Chat")
         self.tabs.addTab(self.image_tabs, "Image")
-        self.tabs.addTab(build_tab("app.video_tab", "VideoTab", "Video", self.bridge), "Video")
-        self.tabs.addTab(build_tab("app.music_tab", "MusicTab", "Music", self.bridge), "Music")
+        self.tabs.addTab(VideoTab(self.bridge), "Video")
+        self.tabs.addTab(MusicTab(self.bridge), "Music")
         self.notice = DemoNotice(on_dismiss=self._dismiss_notice)
         self.notice.setVisible(not self.settings.demo_notice_dismissed)
         central = QWidget()
