@@ -32,6 +32,7 @@ run: $(STAMP) check-system
 test: $(STAMP) check-system
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 # The real window driven through every tab for $(SOAK_MINUTES) minutes, on a virtual screen when
