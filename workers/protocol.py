@@ -464,6 +464,8 @@ class Hello:
     kind: WorkerKind
     pid: int
     protocol_version: int = PROTOCOL_VERSION
+    """The same version the codec's envelope carries and checks: a Hello of another build never
+    decodes, and the supervisor shows why in the worker's ``WorkerState.detail``."""
 
 
 @message

@@ -6,7 +6,11 @@ Answers and orders (arbiter -> client) say what happened or what must happen: ``
 ``Waiting``, ``Refused``, ``Revoke``, ``Grow``, ``Throttle``, ``Status``, ``ProtocolError``.
 
 Every message is a frozen, slotted, keyword-only dataclass registered with ``workers.codec``,
-so it travels as JSON; the arbiter never unpickles anything a client sends.
+so it travels as JSON; the arbiter never unpickles anything a client sends. The codec's envelope
+carries ``PROTOCOL_VERSION``: a packaged bundle and a source checkout share one arbiter socket, and
+a message from a build speaking another version is refused with a ``ProtocolError`` naming both
+(its ``message`` field is the one thing every version reads). The arbiter decodes only
+``ClientMessage``, a client only ``ArbiterMessage``.
 """
 
 from __future__ import annotations
@@ -312,7 +316,9 @@ ClientMessage = (
     | StatusQuery
     | CancelRequest
 )
+"""What a client may send (the arbiter decodes nothing else)."""
 ArbiterMessage = Granted | Waiting | Refused | Revoke | Grow | Throttle | Status | ProtocolError
+"""What the arbiter may send (a client decodes nothing else)."""
 CLIENT_MESSAGES = (
     Register,
     Request,
