@@ -12,7 +12,7 @@ from pathlib import Path
 
 from workers.paths import models_dir
 
-# The text-encoder size every tiny T5/UMT5 slot uses (video's Wan, music's MusicGen): FIELD-NOTES §4-5.
+# The text-encoder size every tiny T5/UMT5 slot uses (video's Wan, music's MusicGen): docs/FIELD-NOTES.md §4-5.
 TINY_T5 = dict(
     vocab_size=320,
     d_model=32,

@@ -18,7 +18,7 @@ DEMO_SD_ID = "demo-sd"
 
 
 def build_demo_sd(seed: int = 0):
-    """Tiny SD pipeline (UNet 1.4M params) from configs, random weights; see FIELD-NOTES.md §4(a)."""
+    """Tiny SD pipeline (UNet 1.4M params) from configs, random weights; see docs/FIELD-NOTES.md §4(a)."""
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 

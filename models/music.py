@@ -1,7 +1,7 @@
 """Music model loaders (workers only): the demo MusicGen / MusicGen-Melody models and real ones.
 
 The demo models are tiny random-weight MusicGen models (T5-style text encoder, EnCodec, decoder)
-built from configs on first run (FIELD-NOTES.md §5), saved once with ``save_pretrained`` into the
+built from configs on first run (docs/FIELD-NOTES.md §5), saved once with ``save_pretrained`` into the
 models folder and loaded back through the same ``from_pretrained`` path a real folder takes.
 Real models come from a hub id (cache first, then online) or a local transformers folder.
 """

@@ -1,4 +1,4 @@
-"""Random-weight building blocks shared by the demo SD and AnimateDiff pipelines (FIELD-NOTES §4).
+"""Random-weight building blocks shared by the demo SD and AnimateDiff pipelines (docs/FIELD-NOTES.md §4).
 
 Callers seed torch first and build in a fixed order, so each demo model is reproducible."""
 

@@ -1,4 +1,4 @@
-"""Tokenizers for the demo models, written locally: no hub access needed (see FIELD-NOTES.md §4)."""
+"""Tokenizers for the demo models, written locally: no hub access needed (see docs/FIELD-NOTES.md §4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Video model loaders (workers only): the demo AnimateDiff and Wan pipelines, and real ones.
 
-Demo models are tiny random-weight pipelines built from configs on first run (FIELD-NOTES.md
+Demo models are tiny random-weight pipelines built from configs on first run (docs/FIELD-NOTES.md
 §4(b),(c)), saved once with ``save_pretrained`` into the models folder and loaded back through
 the same ``from_pretrained`` path a real local model takes. Real models come from a hub id (cache
 first), a local diffusers folder, or a single-file checkpoint (AnimateDiff only).
@@ -26,7 +26,7 @@ WAN_DEFAULT_MAX_FRAMES = 81
 
 
 def build_demo_animatediff(seed: int = 0):
-    """Tiny AnimateDiff (UNet + motion adapter, random weights) from configs; FIELD-NOTES.md §4(b)."""
+    """Tiny AnimateDiff (UNet + motion adapter, random weights) from configs; docs/FIELD-NOTES.md §4(b)."""
     import torch
     from diffusers import (
         AnimateDiffPipeline,
@@ -74,7 +74,7 @@ def build_demo_animatediff(seed: int = 0):
 
 
 def build_demo_wan(seed: int = 0):
-    """Tiny Wan text-to-video (transformer, causal 3D VAE, UMT5) from configs; FIELD-NOTES.md §4(c)."""
+    """Tiny Wan text-to-video (transformer, causal 3D VAE, UMT5) from configs; docs/FIELD-NOTES.md §4(c)."""
     import torch
     from diffusers import (
         AutoencoderKLWan,

@@ -17,7 +17,7 @@ from workers.arbiter import client as client_module
 from workers.arbiter.address import arbiter_running, running_pid
 from workers.arbiter.client import ArbiterClient
 
-if not os.environ.get("QT_QPA_PLATFORM"):  # an empty value crashes pytest-qt (FIELD-NOTES §6)
+if not os.environ.get("QT_QPA_PLATFORM"):  # an empty value crashes pytest-qt (docs/FIELD-NOTES.md §6)
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -25,5 +25,5 @@ def setup_logging(process_name: str, level: int = logging.INFO) -> None:
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
-    # bitsandbytes logs a warning on every int8 matmul (FIELD-NOTES §2): keep it out of the log.
+    # bitsandbytes logs a warning on every int8 matmul (docs/FIELD-NOTES.md §2): keep it out of the log.
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)

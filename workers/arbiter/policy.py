@@ -1,6 +1,6 @@
 """How the ledger decides: queue order, grants, whom to evict, shrink or pause, whom to throttle.
 
-The policy (ARCHITECTURE.md, "The arbiter"; issue 7):
+The policy (docs/ARCHITECTURE.md, "The arbiter"; issue 7):
 - strict priority: interactive before single-shot before background, then age; the head of the
   queue reserves the next freed memory so nobody behind it slips into the gaps;
 - aging: each ``aging_s`` of waiting lifts a request one class, and a lease granted that way keeps
