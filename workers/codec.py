@@ -87,7 +87,9 @@ def decode(data: bytes | str, expected: Any = None) -> Any:
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MalformedMessage("a message must be a JSON object")
-    version = payload.get("v")
+    if "v" not in payload:  # every Hearth build has written one
+        raise MalformedMessage("not a Hearth message: it has no protocol version")
+    version = payload["v"]
     if version != PROTOCOL_VERSION or isinstance(version, bool):
         raise VersionMismatch(version, payload)
     allowed = _classes(expected) if expected is not None else None
