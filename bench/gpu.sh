@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark's GPU section in one prepared run (see shared/design/BENCHMARKS.md).
+# Every benchmark's GPU section in one prepared run (see docs/BENCHMARKS.md).
 # Through the device tool: results go to $OUT (else bench/results/), one JSON file per benchmark.
 # Keep the whole script under 8 minutes.
 set -uo pipefail

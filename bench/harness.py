@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing (see shared/design/BENCHMARKS.md).
+"""Shared benchmark plumbing (see docs/BENCHMARKS.md).
 
 - ``in_fresh_process("bench.module:function", **kwargs)`` runs one variant in a new interpreter and
   returns its result plus its peak memory: CPU VmHWM (reset through /proc/self/clear_refs) minus the

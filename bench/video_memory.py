@@ -1,6 +1,6 @@
 """Video diffusion memory: Hearth's Feature Slicer + Operator Grouping (+ Step Rehash) against the
 stock diffusers AnimateDiff pipeline and diffusers' own split inference, same seed, each variant in
-a fresh process (see shared/design/BENCHMARKS.md).
+a fresh process (see docs/BENCHMARKS.md).
 
     .venv/bin/python bench/video_memory.py --quick     # CPU, under ~2 minutes on an idle machine
     .venv/bin/python bench/video_memory.py --gpu       # AnimateDiff size: SD1.5 UNet + motion adapter,
