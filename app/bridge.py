@@ -35,6 +35,10 @@ class Bridge(QObject):
     def worker_states(self):
         return self.supervisor.worker_states()
 
+    def forget_conversation(self, conversation_id: str) -> None:
+        """A deleted conversation's prompts leave the jobs history too."""
+        self.supervisor.store.delete_conversation(conversation_id)
+
     @Slot(object)
     def _deliver(self, event: object) -> None:
         self.event.emit(event)

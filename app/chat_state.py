@@ -102,6 +102,7 @@ class ChatState(QObject):
         if self.busy and conversation_id == self.current_id:
             self.stop()
         self.store.delete(conversation_id)
+        self.bridge.forget_conversation(conversation_id)
         if conversation_id == self.current_id:
             self.current_id = ""
             self.current_changed.emit()

@@ -19,6 +19,7 @@ class FakeBridge(QObject):
         super().__init__()
         self.submitted: list[tuple[str, object]] = []
         self.cancelled: list[str] = []
+        self.forgotten: list[str] = []
         self._ids = itertools.count(1)
 
     def submit(self, request, priority=None) -> str:
@@ -26,6 +27,9 @@ class FakeBridge(QObject):
         job_id = f"job-{next(self._ids)}"
         self.submitted.append((job_id, request))
         return job_id
+
+    def forget_conversation(self, conversation_id: str) -> None:
+        self.forgotten.append(conversation_id)
 
     def cancel(self, job_id: str) -> None:
         self.cancelled.append(job_id)

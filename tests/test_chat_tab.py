@@ -213,6 +213,7 @@ def test_conversations_list_new_rename_search_delete(tab, qtbot):
     assert widget.state.current_id == sea
     widget.state.delete(sea)
     assert widget.conversation_list.count() == 0
+    assert bridge.forgotten == [sea]  # its prompts leave the jobs history too
 
 
 def test_export_writes_markdown_and_json(tab, qtbot, tmp_path):

@@ -59,3 +59,21 @@ def test_generate_an_image_from_the_window(qtbot, real_window):
     real_window.close()
     supervisor.shutdown()
     assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+
+
+def test_first_brush_session_on_an_empty_data_dir(qtbot, real_window, hearth_dirs):
+    """The first thing a creator does in the Brushes tab: Generate base, on a fresh install."""
+    real_window, _ = real_window
+    assert not (hearth_dirs / "data" / "projects").exists()
+    real_window.tabs.setCurrentIndex(real_window.tab_titles().index("Image"))
+    real_window.image_tabs.setCurrentIndex(1)
+    editor = real_window.image_tabs.widget(1)
+    editor.prompt_edit.setText("a mountain lake")
+    editor.steps_spin.setValue(4)
+    failures = []
+    editor.bridge.event.connect(lambda e: failures.append(e) if type(e).__name__ == "Failed" else None)
+    assert editor.generate_base() is not None
+    qtbot.waitUntil(lambda: editor.document.has_session or bool(failures), timeout=120_000)
+    assert not failures, failures[0].message
+    assert editor.document.project_path.is_file()
+    assert editor.document.project_path.parent == hearth_dirs / "data" / "projects"

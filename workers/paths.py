@@ -41,6 +41,11 @@ def outputs_dir() -> Path:
     return _dir("HEARTH_OUTPUTS_DIR", lambda: str(data_dir() / "outputs"))
 
 
+def projects_dir() -> Path:
+    """Where brush sessions save their ``.hearth`` projects unless the user picks a file."""
+    return _dir("HEARTH_PROJECTS_DIR", lambda: str(data_dir() / "projects"))
+
+
 def models_dir() -> Path:
     """Where demo models are saved on first run and converted models are cached."""
     return _dir("HEARTH_MODELS_DIR", lambda: str(data_dir() / "models"))
