@@ -152,7 +152,7 @@ def test_out_of_memory_at_decode_finishes_from_the_checkpoint(worker, tmp_path, 
 
     import workers.video.decode as decode_module
 
-    engine = worker[0].cache.get_or_load("video:demo-animatediff", lambda: None)
+    engine = _engine(worker)
     real_decode, calls, reloads = engine.pipe.vae.decode, [], []
 
     def decode_once_out_of_memory(latents, *args, **kwargs):
@@ -228,3 +228,61 @@ def test_bad_input_is_refused_with_a_clear_message(worker, fields, words):
     end = _end(_run(worker, request))
     assert isinstance(end, Failed) and end.kind is ErrorKind.bad_input
     assert words in end.message
+
+
+def _checkpoints() -> list[str]:
+    from workers.paths import data_dir
+
+    folder = data_dir() / "checkpoints"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def _engine(worker):
+    """The warm demo AnimateDiff engine, loaded here when no earlier test has run a render."""
+    from models.video import load_video_pipeline
+    from workers.devices import compute_device
+    from workers.jobs.video import VideoEngine
+
+    load = lambda: VideoEngine(load_video_pipeline("demo-animatediff"), compute_device())  # noqa: E731
+    return worker[0].cache.get_or_load("video:demo-animatediff", load)
+
+
+def test_a_decode_that_fails_leaves_no_checkpoint_but_out_of_memory_keeps_it(worker, tmp_path, monkeypatch):
+    engine = _engine(worker)
+    request = VideoRequest(prompt="a red apple", out_path=str(tmp_path / "never.webp"), **SMALL)
+
+    def broken(latents, *args, **kwargs):
+        raise RuntimeError("the VAE is broken")
+
+    monkeypatch.setattr(engine.pipe.vae, "decode", broken)
+    failed = _end(_run(worker, request, job_id="broken"))
+    assert isinstance(failed, Failed) and "the VAE is broken" in failed.message
+    assert _checkpoints() == [], "nothing can resume from it: it must not pile up"
+
+    import torch
+
+    def never_fits(latents, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(engine.pipe.vae, "decode", never_fits)
+    failed = _end(_run(worker, request, job_id="too-big"))
+    assert isinstance(failed, Failed) and failed.kind is ErrorKind.out_of_memory
+    assert _checkpoints() == ["video-too-big.safetensors"] and "video-too-big" in failed.message
+
+
+def test_the_video_worker_clears_old_checkpoints_of_killed_renders_at_start():
+    import os
+    import time
+
+    from workers.jobs.video import warm_up
+    from workers.paths import data_dir
+
+    folder = data_dir() / "checkpoints"
+    folder.mkdir(parents=True)
+    four_days_ago = time.time() - 4 * 86400
+    for name in ("video-killed.safetensors", "video-running.safetensors", "notes.txt"):
+        (folder / name).write_bytes(b"latents")
+    for name in ("video-killed.safetensors", "notes.txt"):
+        os.utime(folder / name, (four_days_ago, four_days_ago))
+    warm_up()  # what the video worker runs before it says Hello
+    assert _checkpoints() == ["notes.txt", "video-running.safetensors"]

@@ -19,11 +19,15 @@ ACTIVATION_BYTES_PER_PIXEL = 4 * 1024  # rough SD-UNet activation cost per outpu
 
 
 def warm_up() -> None:
-    """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello."""
+    """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello, and clear the
+    temp files that saves killed mid-write left in Hearth's folders."""
     import diffusers
     import torch  # noqa: F401
 
+    from workers.leftovers import sweep_at_worker_start
+
     diffusers.utils.logging.disable_progress_bar()
+    sweep_at_worker_start()
 
 
 def run(ctx: JobContext, request) -> None:

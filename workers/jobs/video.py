@@ -23,11 +23,15 @@ FIRST_BLOCK_CACHE_THRESHOLD = 0.2
 
 
 def warm_up() -> None:
-    """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello."""
+    """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello, and clear what
+    a killed worker left (temp files, checkpoints of renders nobody will finish)."""
     import diffusers
     import torch  # noqa: F401
 
+    from workers.leftovers import sweep_at_worker_start
+
     diffusers.utils.logging.disable_progress_bar()
+    sweep_at_worker_start()
 
 
 def run(ctx: JobContext, request: VideoRequest) -> None:
@@ -232,13 +236,20 @@ class VideoEngine:
             ).frames
 
     def decode(self, ctx: JobContext, latents, params: dict):
+        from workers.errors import OutOfMemory
         from workers.video.decode import checkpoint_path, decode_with_checkpoint
 
         ctx.status("decoding frames")
         checkpoint = checkpoint_path(ctx.job_id)
-        frames, used = decode_with_checkpoint(
-            self.pipe, self.family, latents, self.plan, checkpoint, params, on_status=ctx.status
-        )
+        try:
+            frames, used = decode_with_checkpoint(
+                self.pipe, self.family, latents, self.plan, checkpoint, params, on_status=ctx.status
+            )
+        except OutOfMemory:
+            raise  # its message tells the user the checkpoint is kept, to decode with more memory
+        except BaseException:
+            checkpoint.unlink(missing_ok=True)  # nothing will ever resume from it
+            raise
         params["decode_chunk"], params["decode_tiling"] = used.decode_chunk, used.vae_tiling
         checkpoint.unlink(missing_ok=True)
         return frames
