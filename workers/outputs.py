@@ -10,6 +10,7 @@ from typing import Any
 
 from workers.atomic import atomic_path, check_writable, write_text
 from workers.paths import outputs_dir
+from workers.safe_names import path_inside, safe_name
 
 
 def output_path(requested: str, job_id: str, suffix: str) -> Path:
@@ -18,7 +19,7 @@ def output_path(requested: str, job_id: str, suffix: str) -> Path:
         path = check_writable(Path(requested))
         return path if path.suffix else path.with_suffix(suffix)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return outputs_dir() / f"{stamp}-{job_id}{suffix}"
+    return path_inside(outputs_dir(), f"{stamp}-{safe_name('job id', job_id)}{suffix}")
 
 
 def request_parameters(request: Any, **extra: Any) -> dict[str, Any]:

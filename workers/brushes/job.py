@@ -13,12 +13,13 @@ from pathlib import Path
 
 from workers.atomic import check_writable
 from workers.brushes.layers import Layer
-from workers.brushes.project import open_session, save_session
+from workers.brushes.project import save_session, session_from_project
 from workers.brushes.project_io import MEDIA_TYPE, project_path_for
 from workers.brushes.render import BrushSession, region_preview
 from workers.context import JobContext, MemoryTier
 from workers.errors import BadInput, JobCancelled
 from workers.protocol import BrushBaseRequest, BrushRenderRequest
+from workers.safe_names import path_inside, safe_name
 
 SESSIONS_KEY = "brush-sessions"
 ACTIVATION_BYTES_PER_PIXEL = 4 * 1024
@@ -44,6 +45,10 @@ class BrushSessions:
 
 
 def run(ctx: JobContext, request) -> None:
+    # Ids end up in file names; a request may carry them from a project someone else made.
+    safe_name("session id", request.session_id)
+    for layer in getattr(request, "layers", ()):
+        safe_name("layer id", layer.id)
     match request:
         case BrushBaseRequest():
             start_session(ctx, request)
@@ -185,11 +190,11 @@ def _session(ctx: JobContext, request: BrushRenderRequest) -> BrushSession:
         from workers.brushes.project_io import read_project
 
         ctx.status("reopening the project")
-        project = read_project(request.project_path)
+        project = read_project(request.project_path)  # read once: what was checked is what is used
         if project.session_id != request.session_id:
             raise BadInput(f"{request.project_path} holds another session ({project.session_id})")
         pipe = _pipeline(ctx, project.params["model"], request.width, request.height)
-        session = open_session(pipe, request.project_path)
+        session = session_from_project(pipe, project)
         sessions.put(session)
     else:
         session.pipe = _pipeline(ctx, session.model, request.width, request.height)
@@ -248,4 +253,4 @@ def _render_path(request: BrushRenderRequest) -> Path:
 
     folder = data_dir() / "brush-renders"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{request.session_id}.png"
+    return path_inside(folder, safe_name("session id", request.session_id) + ".png")

@@ -55,6 +55,9 @@ def run(ctx: JobContext, request: ChatRequest) -> None:
 
 
 def _check_conversation(conversation_id: str) -> None:
+    from workers.safe_names import safe_name
+
+    safe_name("conversation id", conversation_id)  # API clients send it too; never trust its shape
     store = ConversationStore()
     try:
         store.get(conversation_id)

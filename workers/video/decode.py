@@ -17,13 +17,15 @@ from pathlib import Path
 from workers.atomic import atomic_path
 from workers.errors import OutOfMemory
 from workers.paths import data_dir
+from workers.safe_names import path_inside, safe_name
 from workers.video.memory_plan import VideoPlan, smaller_decode
 
 
 def checkpoint_path(job_id: str) -> Path:
+    """Where a render's latents wait for the decode; ``workers.leftovers`` clears orphans."""
     folder = data_dir() / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"video-{job_id}.safetensors"
+    return path_inside(folder, f"video-{safe_name('job id', job_id)}.safetensors")
 
 
 def save_checkpoint(latents, path: Path, info: dict | None = None) -> Path:
