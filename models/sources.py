@@ -13,11 +13,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from models.catalog import entry
+from models.gguf_header import require_gguf
+from models.safetensors_header import require_safetensors
 from workers.errors import BadInput, MissingModel
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 SAFE_SUFFIXES = (".safetensors",)
-GGUF_MAGIC = b"GGUF"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -62,6 +63,7 @@ def _classify_path(spec: str, path: Path, allow_pickle: bool) -> ModelSource:
     if path.is_dir():
         if not any((path / name).exists() for name in ("config.json", "model_index.json")):
             raise MissingModel(f"folder {path} has no config.json or model_index.json: not a model folder")
+        require_safe_weights(path)
         return ModelSource(SourceKind.local_folder, spec, path)
     if path.suffix == ".gguf":
         require_gguf(path)
@@ -74,15 +76,14 @@ def _classify_path(spec: str, path: Path, allow_pickle: bool) -> ModelSource:
             )
         return ModelSource(SourceKind.single_file, spec, path)
     if path.suffix in SAFE_SUFFIXES:
+        require_safetensors(path)
         return ModelSource(SourceKind.single_file, spec, path)
     raise BadInput(
         f"{path.name}: unsupported model file type {path.suffix!r} (use .safetensors, .gguf or a folder)"
     )
 
 
-def require_gguf(path: Path) -> None:
-    """A .gguf file that does not start with the GGUF magic is refused before transformers sees it."""
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != GGUF_MAGIC:
-        raise BadInput(f"{path.name} is not a GGUF file (it does not start with the GGUF header)")
+def require_safe_weights(folder: Path) -> None:
+    """Every safetensors file of a model folder (diffusers keeps one per component, one level down)."""
+    for weights in (*folder.glob("*.safetensors"), *folder.glob("*/*.safetensors")):
+        require_safetensors(weights)

@@ -30,7 +30,10 @@ def trajectory_from_bytes(data: bytes, steps: int) -> Trajectory:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    from models.safetensors_header import require_safetensors_bytes
+
     try:
+        require_safetensors_bytes(data, "trajectory.safetensors")
         tensors = load(data)
         trajectory = Trajectory(
             latents=tensors["latents"],
@@ -63,7 +66,11 @@ def session_from_project(pipe, project: BrushProject) -> BrushSession:
     from PIL import Image
 
     trajectory = trajectory_from_bytes(project.trajectory, project.steps)
-    base = Image.open(io.BytesIO(project.base_png)).convert("RGB")
+    width, height = project.size
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    if tuple(trajectory.latents.shape[-2:]) != (height // scale, width // scale):
+        raise BadInput(f"the project's cached trajectory is for another image size than {width} x {height}")
+    base = Image.open(io.BytesIO(project.base_png)).convert("RGB")  # size checked by read_project
     params = project.params
     return BrushSession(
         session_id=project.session_id,
