@@ -264,10 +264,14 @@ class BrushEditor(QWidget):
     # -- files ----------------------------------------------------------------------------
 
     def open_project(self, path: str | Path) -> bool:
+        """Open a ``.hearth`` file (maybe someone else's); a refused one leaves the document as it was."""
         try:
             project = read_project(path)
         except BadInput as exc:
-            self._error(str(exc))  # the open document stays as it was
+            self._error(str(exc))  # names the check that failed
+            return False
+        except MemoryError:
+            self._error(f"{Path(path).name} is too large to open in the memory available")
             return False
         self.undo.clear()
         self.document.load_project(project, Path(path))

@@ -13,35 +13,38 @@ Layout of the zip:
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.atomic import atomic_path
+from workers.atomic import atomic_path, sweep_stale_temp_files
+from workers.brushes.project_manifest import (
+    FORMAT,
+    LAYER_KEYS,
+    MAX_LAYERS,
+    VERSION,
+    checked_layers,
+    checked_manifest,
+    checked_params,
+)
 from workers.errors import BadInput
 from workers.protocol import BrushLayer
+from workers.safe_archive import ArchiveLimits, ArchiveReader
+from workers.safe_images import image_size
+from workers.safe_names import path_inside, safe_name
 
-FORMAT = "hearth-brushes"
-VERSION = 1
 SUFFIX = ".hearth"
 MEDIA_TYPE = "application/x-hearth"
-PARAMETER_KEYS = (
-    "session_id",
-    "model",
-    "prompt",
-    "negative_prompt",
-    "width",
-    "height",
-    "steps",
-    "guidance",
-    "seed",
-    "source",
-)
-LAYER_KEYS = tuple(f.name for f in dataclasses.fields(BrushLayer) if f.name != "mask_png")
+FIXED_ENTRIES = ("project.json", "base.png", "trajectory.safetensors", "render.png")
+MASK_ENTRY = re.compile(r"masks/(?P<id>[^/]+)\.png")
+MANIFEST_BYTES = 1 << 20
+IMAGE_BYTES = 128 << 20
+"""A 4096 x 4096 RGB PNG is at most ~50 MB even when it does not compress at all."""
+LIMITS = ArchiveLimits(max_total_bytes=2 << 30, max_entries=len(FIXED_ENTRIES) + MAX_LAYERS)
+"""2 GiB: a 4096-pixel session of 200 steps caches ~850 MB of latents; nothing real comes close."""
 
 
 @dataclass
@@ -71,13 +74,12 @@ class BrushProject:
 def write_project(path: Path | str, project: BrushProject) -> Path:
     """Write atomically: a crash or kill mid-save leaves the previous file untouched."""
     path = Path(path)
+    layers = [{key: getattr(layer, key) for key in LAYER_KEYS} for layer in project.layers]
+    # What Hearth writes it must be able to read back (and a bad id must not name a zip entry).
+    checked_params(project.params)
+    checked_layers(layers)
     path.parent.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "params": project.params,
-        "layers": [{key: getattr(layer, key) for key in LAYER_KEYS} for layer in project.layers],
-    }
+    manifest = {"format": FORMAT, "version": VERSION, "params": project.params, "layers": layers}
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("project.json", json.dumps(manifest, indent=1, sort_keys=True))
         archive.writestr("base.png", project.base_png)
@@ -86,61 +88,71 @@ def write_project(path: Path | str, project: BrushProject) -> Path:
             archive.writestr(f"masks/{layer.id}.png", layer.mask_png)
         if project.render_png:
             archive.writestr("render.png", project.render_png)
+    sweep_stale_temp_files(path.parent, path.name)  # what earlier saves killed mid-write left
     return path
 
 
 def read_project(path: Path | str) -> BrushProject:
-    """Open a ``.hearth`` file; anything missing or malformed raises ``BadInput`` naming the file."""
+    """Open a ``.hearth`` file as untrusted data; anything malformed, oversized or escaping raises
+    ``BadInput`` naming the file and the check that failed, and nothing is opened."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"project {path} does not exist")
     try:
         with zipfile.ZipFile(path) as archive:
-            return _read_archive(archive)
+            return _read_archive(ArchiveReader.open(archive, LIMITS))
+    except BadInput as exc:
+        raise BadInput(f"{path.name} is not a readable Hearth project ({exc})") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
         raise BadInput(f"{path.name} is not a readable Hearth project (damaged zip: {exc})") from None
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # bad JSON (too deep, too); zipfile's own
         raise BadInput(f"{path.name} is not a readable Hearth project ({exc})") from None
+    except MemoryError:
+        raise BadInput(f"{path.name} is too large to open in the memory available") from None
 
 
-def _read_archive(archive: zipfile.ZipFile) -> BrushProject:
-    manifest = json.loads(archive.read("project.json"))
-    if manifest.get("format") != FORMAT:
-        raise ValueError("not a brush project")
-    if manifest.get("version") != VERSION:
-        raise ValueError(f"version {manifest.get('version')!r}; this Hearth reads version {VERSION}")
-    params = {key: manifest["params"][key] for key in PARAMETER_KEYS}
-    names = set(archive.namelist())
+def _read_archive(reader: ArchiveReader) -> BrushProject:
+    _check_entry_names(reader.names())
+    params, layer_fields = checked_manifest(json.loads(reader.read("project.json", MANIFEST_BYTES)))
+    masks = {f"masks/{fields['id']}.png" for fields in layer_fields}
+    unexpected = sorted(reader.names() - set(FIXED_ENTRIES) - masks)
+    if unexpected:
+        raise BadInput(f"unexpected entry {unexpected[0]!r} (no layer has that mask)")
+    size = int(params["width"]), int(params["height"])
+    has_render = "render.png" in reader.names()
     project = BrushProject(
         params=params,
-        base_png=archive.read("base.png"),
-        trajectory=archive.read("trajectory.safetensors"),
-        render_png=archive.read("render.png") if "render.png" in names else None,
+        base_png=_image(reader, "base.png", "base image", size),
+        trajectory=reader.read("trajectory.safetensors", LIMITS.max_total_bytes),
+        render_png=_image(reader, "render.png", "last render", size) if has_render else None,
     )
-    for entry in manifest["layers"]:
-        fields = {key: entry[key] for key in LAYER_KEYS if key in entry}
-        project.layers.append(BrushLayer(mask_png=archive.read(f"masks/{entry['id']}.png"), **fields))
-    _check_images(project)
+    for fields in layer_fields:
+        where = f"mask of layer {fields.get('name') or fields['id']!r}"
+        mask = _image(reader, f"masks/{fields['id']}.png", where, size)
+        project.layers.append(BrushLayer(mask_png=mask, **fields))
     return project
 
 
-def _check_images(project: BrushProject) -> None:
-    from PIL import Image, UnidentifiedImageError
+def _check_entry_names(names: set[str]) -> None:
+    for name in sorted(names):
+        match = MASK_ENTRY.fullmatch(name)
+        if match:
+            safe_name("layer id", match["id"])
+        elif name not in FIXED_ENTRIES:
+            raise BadInput(f"unexpected entry {name!r}")
 
-    try:
-        with Image.open(io.BytesIO(project.base_png)) as base:
-            if base.size != project.size:
-                raise ValueError(f"base image is {base.size}, parameters say {project.size}")
-        for layer in project.layers:
-            with Image.open(io.BytesIO(layer.mask_png)) as mask:
-                if mask.size != project.size:
-                    raise ValueError(f"mask of layer {layer.name or layer.id!r} has the wrong size")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"an image inside is damaged: {exc}") from None
+
+def _image(reader: ArchiveReader, name: str, what: str, size: tuple[int, int]) -> bytes:
+    """The PNG's bytes, its size read from the header (never decoded here) and matched to the project."""
+    data = reader.read(name, IMAGE_BYTES)
+    found = image_size(data, what)
+    if found != size:
+        raise BadInput(f"{what} is {found[0]} x {found[1]}, the project says {size[0]} x {size[1]}")
+    return data
 
 
 def project_path_for(session_id: str) -> Path:
     """Default location of a session's project: the projects folder of the data dir."""
-    from workers.paths import data_dir
+    from workers.paths import projects_dir
 
-    return data_dir() / "projects" / f"{session_id}{SUFFIX}"
+    return path_inside(projects_dir(), safe_name("session id", session_id) + SUFFIX)
