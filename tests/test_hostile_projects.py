@@ -419,11 +419,29 @@ def test_a_50000_pixel_png_is_refused_from_its_header(editor, tmp_path, entry):
     _refused_by_editor(editor, path, "pixels")
 
 
+@pytest.mark.parametrize(
+    "width, height, words",
+    [(50_000, 50_000, "pixels"), (9000, 9000, "pixels"), (8200, 8, "at most 8192 on a side")],
+    ids=["far-over", "just-over", "too-wide"],
+)
+def test_a_photo_claiming_too_many_pixels_is_refused_before_decoding(editor, tmp_path, width, height, words):
+    from workers.brushes.job import load_photo
+
+    photo = tmp_path / "huge.png"
+    photo.write_bytes(bomb_png(width, height))
+    with footprint() as used:
+        assert editor.import_photo(str(photo)) is None
+    assert used["seconds"] < 1.0 and used["extra_mb"] < 100, used
+    assert words in editor.status.text() and editor.bridge.submitted == []
+    with pytest.raises(BadInput, match=words):
+        load_photo(str(photo), SIZE, SIZE)  # the worker's side, for a request from elsewhere
+
+
 def test_an_image_of_the_wrong_size_or_not_an_image_is_refused(editor, tmp_path):
     wrong = write_zip(tmp_path / "wrong.hearth", _entries(**{"base.png": _png((128, 64))}))
     _refused_by_editor(editor, wrong, "base image is 128 x 64", "64 x 64")
     broken = write_zip(tmp_path / "broken.hearth", _entries(**{"masks/a.png": b"\x89PNG not really"}))
-    _refused_by_editor(editor, broken, "mask of layer 'sky'", "damaged")
+    _refused_by_editor(editor, broken, "mask of layer 'sky'", "not a readable image")
 
 
 def test_a_memory_error_while_opening_is_shown_not_raised(editor, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 from workers.errors import BadInput
 
@@ -25,20 +26,23 @@ def limit_pil() -> None:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
-def image_size(data: bytes, what: str, max_side: int = MAX_IMAGE_SIDE) -> tuple[int, int]:
-    """(width, height) read from the header only; ``BadInput`` naming ``what`` if damaged or too big."""
+def image_size(source: bytes | str | Path, what: str, max_side: int = MAX_IMAGE_SIDE) -> tuple[int, int]:
+    """(width, height) of an image's bytes or file, read from its header only; ``BadInput`` naming
+    ``what`` if it is damaged or too big."""
     from PIL import Image, UnidentifiedImageError
 
     limit_pil()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 size = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadInput(f"{what} is larger than {MAX_IMAGE_PIXELS} pixels; refused before decoding") from None
+    except FileNotFoundError:
+        raise BadInput(f"{what} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadInput(f"{what} is damaged ({exc})") from None
+        raise BadInput(f"{what} is not a readable image ({exc})") from None
     if max(size) > max_side:
         raise BadInput(f"{what} is {size[0]} x {size[1]} pixels; at most {max_side} on a side")
     return size

@@ -160,13 +160,12 @@ class BrushEditor(QWidget):
         return self._start_session(prompt=self.prompt_edit.text(), width=size, height=size)
 
     def import_photo(self, path: str) -> str | None:
-        from PIL import Image, UnidentifiedImageError
+        from workers.safe_images import image_size
 
-        try:
-            with Image.open(path) as photo:
-                width, height = _fit_size(photo.size, int(self.size_combo.currentData()))
-        except (OSError, UnidentifiedImageError) as exc:
-            self._error(f"photo {path} is not a readable image ({exc})")
+        try:  # the size from the header: a photo from anywhere may claim 50,000 x 50,000 pixels
+            width, height = _fit_size(image_size(path, f"photo {path}"), int(self.size_combo.currentData()))
+        except BadInput as exc:
+            self._error(str(exc))
             return None
         return self._start_session(
             prompt=self.prompt_edit.text(), width=width, height=height, photo_path=path

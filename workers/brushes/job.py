@@ -176,6 +176,9 @@ def load_photo(path: str, width: int, height: int):
     """The photo, cropped to the aspect and resized to the session's size."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from workers.safe_images import image_size
+
+    image_size(path, f"photo {path}")  # its size from the header, before a pixel is decoded
     try:
         with Image.open(path) as image:
             return ImageOps.fit(image.convert("RGB"), (width, height), Image.LANCZOS)

@@ -25,8 +25,10 @@ def warm_up() -> None:
     import torch  # noqa: F401
 
     from workers.leftovers import sweep_at_worker_start
+    from workers.safe_images import limit_pil
 
     diffusers.utils.logging.disable_progress_bar()
+    limit_pil()  # photos and masks come from anywhere: no decode past Hearth's pixel limit
     sweep_at_worker_start()
 
 
