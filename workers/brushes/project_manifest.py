@@ -13,14 +13,21 @@ import math
 from typing import Any
 
 from workers.errors import BadInput
-from workers.protocol import BRUSH_MERGE_STEPS, BrushLayer
+from workers.protocol import (
+    BRUSH_MERGE_STEPS,
+    MAX_BRUSH_LAYERS,
+    MAX_GUIDANCE,
+    MAX_SIDE,
+    MAX_STEPS,
+    SEED_MAX,
+    BrushLayer,
+)
 from workers.safe_names import safe_name
 
 FORMAT = "hearth-brushes"
 VERSION = 1
-MAX_LAYERS = 256
-MAX_SIDE = 4096
-MAX_STEPS = 1000
+MAX_LAYERS = MAX_BRUSH_LAYERS
+"""The limits are the protocol's: a project holds what a brush request may carry, no more."""
 SOURCES = ("generated", "photo")
 PARAMETER_TYPES = {
     "session_id": "str",
@@ -64,8 +71,10 @@ def checked_params(params: Any) -> dict[str, Any]:
             raise BadInput(f"parameter {side!r} must be a multiple of 8 from 8 to {MAX_SIDE}, got {value}")
     if not BRUSH_MERGE_STEPS < checked["steps"] <= MAX_STEPS:
         raise BadInput(f"parameter 'steps' must be from {BRUSH_MERGE_STEPS + 1} to {MAX_STEPS}")
-    if not (math.isfinite(checked["guidance"]) and 0 <= checked["guidance"] <= 50):
-        raise BadInput("parameter 'guidance' must be between 0 and 50")
+    if not (math.isfinite(checked["guidance"]) and 0 <= checked["guidance"] <= MAX_GUIDANCE):
+        raise BadInput(f"parameter 'guidance' must be between 0 and {MAX_GUIDANCE:g}")
+    if not 0 <= checked["seed"] <= SEED_MAX:
+        raise BadInput(f"parameter 'seed' must be from 0 to {SEED_MAX}")
     if checked["source"] not in SOURCES:
         raise BadInput(f"parameter 'source' must be one of {', '.join(SOURCES)}")
     return checked
