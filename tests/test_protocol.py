@@ -81,7 +81,7 @@ def test_malformed_messages_are_refused_with_a_reason(data, reason):
         (ChatRequest(messages=(ChatMessage(role="user", content="hi"),), max_new_tokens=0), "max new tokens"),
         (
             ChatRequest(messages=(ChatMessage(role="user", content="hi"),), quant="int3"),
-            "unknown quantization",
+            "quantization must be one of auto",
         ),
     ],
 )
@@ -182,7 +182,7 @@ SEEDED = [
 @pytest.mark.parametrize("make", SEEDED)
 @pytest.mark.parametrize("seed", [2**70, 2**63, -1, True])
 def test_every_seed_out_of_range_is_bad_input_naming_the_field(make, seed):
-    with pytest.raises(BadInput, match="seed must be a whole number from 0 to 9223372036854775807"):
+    with pytest.raises(BadInput, match="seed must be (a whole number )?between 0 and 9223372036854775807"):
         make(seed).validate()
 
 
@@ -205,7 +205,7 @@ def test_a_brush_layer_seed_out_of_range_names_the_layer():
     buffer = io.BytesIO()
     Image.new("L", (8, 8), 255).save(buffer, format="PNG")
     layer = BrushLayer(id="l1", name="sky", mask_png=buffer.getvalue(), regen_step=0, seed=2**64)
-    with pytest.raises(BadInput, match="layer 'sky': seed must be a whole number"):
+    with pytest.raises(BadInput, match="layer 'sky': seed must be between"):
         layer.validate(8, 8, 4)
 
 

@@ -12,12 +12,13 @@ request is refused in the GUI or CLI before it reaches a worker, and again in th
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass
 from enum import StrEnum
+from typing import Any
 
 from workers.codec import PROTOCOL_VERSION, message
 from workers.errors import BadInput, ErrorKind
+from workers.schema import check_params, param
 
 SEED_MAX = 2**63 - 1
 """Seeds are 0..2^63-1: torch generators take up to 2^64-1, SQLite and JSON readers a signed
@@ -32,6 +33,9 @@ MAX_GUIDANCE = 50.0
 """Largest classifier-free guidance scale of an image, video or brush session."""
 MAX_BRUSH_LAYERS = 256
 """Most layers of a brush session (a ``.hearth`` project holding more is refused on load)."""
+CHAT_QUANTS = ("auto", "fp32", "bf16", "fp16", "nf4", "fp4", "int8")
+VIDEO_FORMATS = ("mp4", "gif", "webp")
+AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
 
 frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
@@ -64,7 +68,7 @@ class JobState(StrEnum):
     failed = "failed"
 
 
-# --------------------------------------------------------------------------- validation helpers
+# --------------------------------------------------------------------------- shared parameters
 
 
 def _require_prompt(prompt: str) -> None:
@@ -72,22 +76,30 @@ def _require_prompt(prompt: str) -> None:
         raise BadInput("prompt is empty: describe what to generate")
 
 
-def _require_range(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise BadInput(f"{name} must be a number, got {value!r}")
-    if not low <= value <= high:
-        raise BadInput(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+def _side(default: int, what: str) -> Any:
+    return param(default, low=8, high=MAX_SIDE, multiple_of=8, step=8, help=f"{what} in pixels")
 
 
-def _require_seed(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
-        raise BadInput(f"{name} must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+def _seed() -> Any:
+    return param(0, low=0, high=SEED_MAX, help="the same seed and settings give the same result")
 
 
-def _require_multiple_of_8(name: str, value: int) -> None:
-    _require_range(name, value, 8, MAX_SIDE)
-    if value % 8:
-        raise BadInput(f"{name} must be a multiple of 8, got {value}")
+def _steps(default: int, low: int = 1) -> Any:
+    return param(default, low=low, high=MAX_STEPS, help="denoising steps: more is slower and finer")
+
+
+def _guidance(default: float = 7.5) -> Any:
+    return param(
+        default,
+        low=0,
+        high=MAX_GUIDANCE,
+        step=0.5,
+        help="classifier-free guidance (CFG): how closely the result follows the prompt",
+    )
+
+
+_MODEL_HELP = "catalog id, hub id, local folder or single-file checkpoint"
+_OUT_HELP = "output file (default: the outputs folder)"
 
 
 # --------------------------------------------------------------------------- job requests
@@ -99,28 +111,21 @@ class ImageRequest:
     """Text-to-image with a Stable-Diffusion-style pipeline."""
 
     prompt: str
-    negative_prompt: str = ""
-    width: int = 64
-    height: int = 64
-    steps: int = 20
-    guidance: float = 7.5
-    seed: int = 0
-    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
-    model: str = "demo-sd"
-    """Catalog id, hub id, local diffusers folder or single-file checkpoint."""
-    out_path: str = ""
-    """Where to write the PNG; empty means the outputs folder."""
+    negative_prompt: str = param("", help="what to keep out of the image")
+    width: int = _side(64, "image width")
+    height: int = _side(64, "image height")
+    steps: int = _steps(20)
+    guidance: float = _guidance()
+    seed: int = _seed()
+    model: str = param("demo-sd", help=_MODEL_HELP)
+    out_path: str = param("", flag="--out", help=_OUT_HELP)
 
     kind = WorkerKind.image
     default_priority = Priority.single_shot
 
     def validate(self) -> None:
         _require_prompt(self.prompt)
-        _require_range("steps", self.steps, 1, MAX_STEPS)
-        _require_multiple_of_8("width", self.width)
-        _require_multiple_of_8("height", self.height)
-        _require_range("guidance", self.guidance, 0, MAX_GUIDANCE)
-        _require_seed("seed", self.seed)
+        check_params(self)
 
 
 @message
@@ -137,26 +142,33 @@ class ChatRequest:
     """One assistant turn for a conversation."""
 
     messages: tuple[ChatMessage, ...]
-    model: str = "smollm2-135m-instruct"
-    quant: str = "auto"
-    """auto, fp32, bf16, fp16, nf4, fp4 or int8."""
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
-    assisted: str = ""
-    """"" for plain decoding, "prompt_lookup", or a draft model id for assisted decoding."""
+    model: str = param("smollm2-135m-instruct", help="catalog id, hub id, local folder or .gguf file")
+    quant: str = param(
+        "auto",
+        choices=CHAT_QUANTS,
+        label="quantization",
+        help="weights' precision: auto picks from the memory the arbiter grants",
+    )
+    max_new_tokens: int = param(256, low=1, high=32768, step=64, help="longest answer, in tokens")
+    temperature: float = param(0.0, low=0, high=5, step=0.05, help="0 always picks the likeliest token")
+    top_p: float = param(1.0, low=0.0, high=1.0, step=0.01, label="top-p", help="nucleus sampling")
+    top_k: int = param(0, low=0, high=100000, label="top-k", help="sample among the k likeliest; 0: all")
+    repetition_penalty: float = param(
+        1.0, low=0.5, high=5, step=0.05, help="above 1 discourages repeating tokens"
+    )
+    seed: int = _seed()
+    assisted: str = param("", help="'prompt_lookup' or a draft model id for assisted (speculative) decoding")
     conversation_id: str = ""
     """Conversation the answer is appended to as it streams (empty: not stored)."""
     stop: tuple[str, ...] = ()
     """Stop sequences: the answer ends before the first one appears (it is not included)."""
-    context_length: int = 0
-    """Prompt + answer token limit; 0 uses the model's own. Oldest turns are dropped to fit."""
-    allow_pickle: bool = False
-    """Allow pickle-based weights (they can run code when loaded); safetensors only otherwise."""
+    context_length: int = param(
+        0, low=16, high=10_000_000, zero_means="the model's own", help="prompt + answer token limit"
+    )
+    """Oldest turns are dropped to fit."""
+    allow_pickle: bool = param(
+        False, help="allow pickle-based weights (.bin/.pt: they can run code when loaded)"
+    )
 
     kind = WorkerKind.chat
     default_priority = Priority.interactive
@@ -167,17 +179,7 @@ class ChatRequest:
         for m in self.messages:
             if m.role not in ("system", "user", "assistant"):
                 raise BadInput(f"unknown chat role {m.role!r}")
-        if self.quant not in ("auto", "fp32", "bf16", "fp16", "nf4", "fp4", "int8"):
-            raise BadInput(
-                f"unknown quantization {self.quant!r}: use nf4, fp4, int8, bf16, fp16, fp32 or auto"
-            )
-        _require_range("max new tokens", self.max_new_tokens, 1, 32768)
-        _require_range("temperature", self.temperature, 0, 5)
-        _require_range("top-p", self.top_p, 0.0, 1.0)
-        _require_range("top-k", self.top_k, 0, 100000)
-        _require_range("repetition penalty", self.repetition_penalty, 0.5, 5)
-        _require_range("context length", self.context_length, 0, 10_000_000)
-        _require_seed("seed", self.seed)
+        check_params(self)
 
 
 @message
@@ -186,39 +188,33 @@ class VideoRequest:
     """Text-to-video with memory-sliced diffusion."""
 
     prompt: str
-    negative_prompt: str = ""
-    frames: int = 8
-    fps: int = 8
-    width: int = 64
-    height: int = 64
-    steps: int = 4
-    guidance: float = 7.5
-    seed: int = 0
-    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
-    model: str = "demo-animatediff"
-    memory_mode: str = "auto"
-    """"auto" (from the lease) or "slices:N"."""
-    out_path: str = ""
-    format: str = "mp4"
-    """"mp4" (H.264), "gif" or "webp"; an ``out_path`` suffix takes precedence."""
-    step_rehash: bool = False
-    """Reuse the deep UNet blocks' output on non-key steps (faster, approximate)."""
-    rehash_interval: int = 2
-    """With step rehash: every N-th step is a key step that runs the whole UNet."""
+    negative_prompt: str = param("", help="what to keep out of the clip")
+    frames: int = param(8, low=1, high=1024, help="length of the clip in frames")
+    fps: int = param(8, low=1, high=120, help="frames per second of the exported clip")
+    width: int = _side(64, "frame width")
+    height: int = _side(64, "frame height")
+    steps: int = _steps(4)
+    guidance: float = _guidance()
+    seed: int = _seed()
+    model: str = param("demo-animatediff", help=_MODEL_HELP)
+    memory_mode: str = param(
+        "auto", help=f"'auto' (slices from the arbiter's lease) or 'slices:N', N from 1 to {MAX_SLICES}"
+    )
+    out_path: str = param("", flag="--out", help=_OUT_HELP)
+    format: str = param(
+        "mp4", choices=VIDEO_FORMATS, help="mp4 (H.264), gif or webp; an --out suffix takes precedence"
+    )
+    step_rehash: bool = param(False, help="reuse the deep UNet blocks on non-key steps (faster, approximate)")
+    rehash_interval: int = param(
+        2, low=1, high=100, help="with step rehash: every N-th step runs the whole UNet"
+    )
 
     kind = WorkerKind.video
     default_priority = Priority.background
 
     def validate(self) -> None:
         _require_prompt(self.prompt)
-        _require_range("frames", self.frames, 1, 1024)
-        _require_range("fps", self.fps, 1, 120)
-        _require_range("steps", self.steps, 1, MAX_STEPS)
-        _require_multiple_of_8("width", self.width)
-        _require_multiple_of_8("height", self.height)
-        _require_range("guidance", self.guidance, 0, MAX_GUIDANCE)
-        if self.format not in ("mp4", "gif", "webp"):
-            raise BadInput(f"video format must be mp4, gif or webp, got {self.format!r}")
+        check_params(self)
         if self.memory_mode != "auto" and not (
             self.memory_mode.startswith("slices:")
             and self.memory_mode[7:].isdigit()
@@ -228,8 +224,6 @@ class VideoRequest:
                 f"memory mode must be 'auto' or 'slices:N' with N from 1 to {MAX_SLICES}, "
                 f"got {self.memory_mode!r}"
             )
-        _require_range("rehash interval", self.rehash_interval, 1, 100)
-        _require_seed("seed", self.seed)
 
 
 @message
@@ -238,20 +232,23 @@ class MusicRequest:
     """Text-to-music, optionally with chords, tempo and meter."""
 
     prompt: str
-    seconds: float = 4.0
-    chords: str = ""
-    bpm: float = 0.0
-    meter: str = "4/4"
-    guidance: float = 3.0
-    temperature: float = 1.0
-    seed: int = 0
-    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
-    model: str = "demo-musicgen"
-    out_path: str = ""
-    format: str = ""
-    """wav, flac, ogg or mp3; empty: from out_path's suffix, else wav."""
-    window_seconds: float = 0.0
-    """Longest stretch one generation window makes; 0: the model's own (30 s for MusicGen)."""
+    seconds: float = param(4.0, low=0.1, high=3600, step=1.0, help="length of the piece")
+    chords: str = param("", help="one chord per bar, e.g. 'C G Am F' (needs a BPM)")
+    bpm: float = param(0.0, low=20, high=400, step=1, zero_means="no fixed tempo", label="bpm", help="tempo")
+    meter: str = param("4/4", help="beats per bar, e.g. 4/4, 3/4, 6/8")
+    guidance: float = param(3.0, low=0, high=20, step=0.5, help="how closely the music follows the prompt")
+    temperature: float = param(1.0, low=0.01, high=5, step=0.05, help="higher is more varied")
+    seed: int = _seed()
+    model: str = param("demo-musicgen", help="catalog id, hub id or local folder")
+    out_path: str = param("", flag="--out", help=_OUT_HELP)
+    format: str = param("", help="wav, flac, ogg or mp3; empty: from --out's suffix, else wav")
+    window_seconds: float = param(
+        0.0,
+        low=0.5,
+        high=60,
+        zero_means="the model's own (30 s for MusicGen)",
+        help="longest stretch one generation window makes",
+    )
 
     kind = WorkerKind.music
     LONG_SECONDS = 30.0
@@ -265,20 +262,13 @@ class MusicRequest:
         from workers.music.chords import parse_meter, parse_progression  # pure Python, no torch
 
         _require_prompt(self.prompt)
-        _require_range("seconds", self.seconds, 0.1, 3600)
-        _require_range("guidance", self.guidance, 0, 20)
-        _require_range("temperature", self.temperature, 0.01, 5)
-        _require_seed("seed", self.seed)
-        if self.bpm or self.chords.strip():
-            if not self.bpm:
-                raise BadInput("chords need a tempo: give a BPM between 20 and 400")
-            _require_range("bpm", self.bpm, 20, 400)
+        check_params(self)
+        if self.format and self.format.lower() not in AUDIO_FORMATS:
+            raise BadInput(f"audio format {self.format!r} is not supported; use wav, flac, ogg or mp3")
+        if self.chords.strip() and not self.bpm:
+            raise BadInput("chords need a tempo: give a BPM between 20 and 400")
         parse_meter(self.meter)
         parse_progression(self.chords)
-        if self.format and self.format.lower() not in ("wav", "flac", "ogg", "mp3"):
-            raise BadInput(f"audio format {self.format!r} is not supported; use wav, flac, ogg or mp3")
-        if self.window_seconds:
-            _require_range("window seconds", self.window_seconds, 0.5, 60)
 
 
 # --------------------------------------------------------------------------- layered diffusion brushes
@@ -324,30 +314,31 @@ class BrushLayer:
     mask_png: bytes
     """8-bit grayscale PNG, the size of the base image; 0 = untouched, 255 = fully regenerated."""
     name: str = ""
-    prompt: str = ""
-    """What to paint inside the mask; empty re-rolls the region with the base prompt."""
-    strength: float = 0.8
-    """0..1: how much of the cached latent inside the mask is replaced by fresh noise."""
-    regen_step: int = 10
-    """n: the layer restarts from the cached latent after n of the N steps (0 <= n <= N-3)."""
-    seed: int = 0
-    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
+    prompt: str = param("", help="what to paint inside the mask; empty re-rolls it with the base prompt")
+    strength: float = param(
+        0.8, low=0, high=1, step=0.05, help="how much of the region is replaced by fresh noise"
+    )
+    regen_step: int = param(
+        10,
+        low=0,
+        high=MAX_STEPS - 1 - BRUSH_MERGE_STEPS,
+        label="regeneration step",
+        help="n: the layer restarts from the cached latent after n of the N steps (at most N-3)",
+    )
+    seed: int = _seed()
     visible: bool = True
-    opacity: float = 1.0
-    feather: float = 2.0
-    """Gaussian blur radius (image pixels) applied to the mask edge before merging."""
+    opacity: float = param(1.0, low=0, high=1, step=0.05, help="how much of the layer shows")
+    feather: float = param(2.0, low=0, high=64, step=0.5, help="blur radius of the mask edge, in pixels")
 
     def validate(self, width: int, height: int, steps: int) -> None:
         where = f"layer {self.name or self.id!r}"
         _require_mask_png(where, self.mask_png, width, height)
+        check_params(self, where)
         last = steps - 1 - BRUSH_MERGE_STEPS
-        n = self.regen_step
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= last:
-            raise BadInput(f"{where}: regeneration step must be between 0 and {last}, got {n!r}")
-        _require_range(f"{where}: strength", self.strength, 0, 1)
-        _require_range(f"{where}: opacity", self.opacity, 0, 1)
-        _require_range(f"{where}: feather", self.feather, 0, 64)
-        _require_seed(f"{where}: seed", self.seed)
+        if not self.regen_step <= last:
+            raise BadInput(
+                f"{where}: regeneration step must be between 0 and {last}, got {self.regen_step!r}"
+            )
 
 
 @message
@@ -357,16 +348,14 @@ class BrushBaseRequest:
 
     session_id: str
     prompt: str = ""
-    negative_prompt: str = ""
-    photo_path: str = ""
-    """A photo to edit: it enters through DDIM inversion instead of being generated."""
-    width: int = 64
-    height: int = 64
-    steps: int = 20
-    guidance: float = 7.5
-    seed: int = 0
-    """0 to ``SEED_MAX`` (2^63-1); the same seed gives the same result."""
-    model: str = "demo-sd"
+    negative_prompt: str = param("", help="what to keep out of the image")
+    photo_path: str = param("", help="a photo to edit: it enters through DDIM inversion")
+    width: int = _side(64, "image width")
+    height: int = _side(64, "image height")
+    steps: int = _steps(20, low=BRUSH_MERGE_STEPS + 1)
+    guidance: float = _guidance()
+    seed: int = _seed()
+    model: str = param("demo-sd", help=_MODEL_HELP)
     project_path: str = ""
     """Where the ``.hearth`` project is written; empty means the projects folder."""
 
@@ -380,11 +369,7 @@ class BrushBaseRequest:
             _require_image_file(self.photo_path)
         else:
             _require_prompt(self.prompt)
-        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, MAX_STEPS)
-        _require_multiple_of_8("width", self.width)
-        _require_multiple_of_8("height", self.height)
-        _require_range("guidance", self.guidance, 0, MAX_GUIDANCE)
-        _require_seed("seed", self.seed)
+        check_params(self)
 
 
 @message
@@ -395,9 +380,9 @@ class BrushRenderRequest:
     session_id: str
     project_path: str
     """The session's ``.hearth`` file: reloaded when the worker no longer holds the session warm."""
-    width: int
-    height: int
-    steps: int
+    width: int = _side(MISSING, "image width")
+    height: int = _side(MISSING, "image height")
+    steps: int = _steps(MISSING, low=BRUSH_MERGE_STEPS + 1)
     """N of the session's schedule, to check each layer's regeneration step."""
     layers: tuple[BrushLayer, ...] = ()
     """Bottom to top; where masks overlap, the upper layer covers the lower one."""
@@ -411,9 +396,7 @@ class BrushRenderRequest:
     def validate(self) -> None:
         if not self.session_id:
             raise BadInput("brush session id is empty")
-        _require_range("steps", self.steps, BRUSH_MERGE_STEPS + 1, MAX_STEPS)
-        _require_multiple_of_8("width", self.width)
-        _require_multiple_of_8("height", self.height)
+        check_params(self)
         if len(self.layers) > MAX_BRUSH_LAYERS:
             raise BadInput(f"{len(self.layers)} layers; a brush session holds at most {MAX_BRUSH_LAYERS}")
         ids = [layer.id for layer in self.layers]
@@ -571,12 +554,3 @@ WorkerEvent = Hello | Started | Progress | TextDelta | Output | Finished | Cance
 """What a worker sends its supervisor (``Queued`` and ``WorkerState`` are the supervisor's own)."""
 Command = Submit | Cancel | Shutdown
 """What a supervisor sends its worker."""
-
-REQUEST_TYPES: dict[WorkerKind, type] = {
-    WorkerKind.image: ImageRequest,
-    WorkerKind.chat: ChatRequest,
-    WorkerKind.video: VideoRequest,
-    WorkerKind.music: MusicRequest,
-}
-
-__all__ = [name for name in dir() if not name.startswith("_")] + ["field"]
