@@ -32,11 +32,18 @@ from workers.protocol import Cancel, Cancelled, Failed, Finished, Hello, Shutdow
 IDLE_POLL_S = 0.2
 READING_INTERVAL_S = 1.0
 """How often a worker on a GPU tells the arbiter what the device shows (at step boundaries)."""
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+"""Ctrl-C and a closed terminal reach the whole process group. The CLI or the window answers them
+by cancelling through the supervisor, so a worker ignores them (the supervisor also blocks them
+across the spawn, so not even the start-up imports can be interrupted)."""
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
+"""A worker told to stop by SIGTERM exits with this code, after unwinding (temp files removed)."""
 log = logging.getLogger(__name__)
 
 
 def worker_main(kind: str, conn: Any) -> None:
     """Entry point of a worker process (must live in an importable module for spawn)."""
+    _leave_signals_to_the_supervisor()  # first: before the heavy imports a Ctrl-C could interrupt
     _die_with_parent()
     setup_logging(f"worker-{kind}")
     # Progress reaches the user as events; library progress bars would only clutter the log.
@@ -44,6 +51,20 @@ def worker_main(kind: str, conn: Any) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     runtime = WorkerRuntime(WorkerKind(kind), conn)
     runtime.serve()
+
+
+def _leave_signals_to_the_supervisor() -> None:
+    for signum in TERMINAL_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINAL_SIGNALS)  # one sent during the spawn is dropped
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """Stop now, but unwinding: ``finally`` blocks remove half-written temp files, and the
+    multiprocessing finalizers unregister this process's semaphores."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the unwinding short
+    raise SystemExit(TERMINATED_EXIT_CODE)
 
 
 def _die_with_parent() -> None:

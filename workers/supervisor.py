@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import signal
 import threading
 import time
 import uuid
@@ -41,12 +42,17 @@ from workers.protocol import (
     WorkerState,
     WorkerStatus,
 )
+from workers.runtime import TERMINAL_SIGNALS, TERMINATED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 Listener = Callable[[object], None]
 PRIORITY_ORDER = {Priority.interactive: 0, Priority.single_shot: 1, Priority.background: 2}
 MAX_QUICK_CRASHES = 3
 QUICK_CRASH_WINDOW_S = 30.0
+TERMINATE_GRACE_S = 2.0
+"""How long a worker sent SIGTERM may take to unwind (removing its temp files) before SIGKILL."""
+TERMINATED_EXIT_CODES = (-signal.SIGTERM, TERMINATED_EXIT_CODE)
+"""A worker's exit code after a SIGTERM: before its handler is installed, and after."""
 
 
 @dataclass
@@ -153,20 +159,48 @@ class Supervisor:
         return self._store
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Ask every worker to exit, then kill what is left: no orphan ever holds VRAM."""
+        """Cancel the running jobs, ask every worker to exit, then stop what is left: no orphan
+        ever holds VRAM. A worker still there after ``timeout`` is terminated, then killed."""
         with self._lock:
             self._stopping = True
             for handle in self._workers.values():
+                if handle.current is not None:  # it stops at its next step instead of running on
+                    self._send(handle, Cancel(job_id=handle.current.job_id))
                 self._send(handle, Shutdown())
+        self._stop_processes(timeout)
+
+    def stop_now(self) -> None:
+        """Stop every worker at once (a second Ctrl-C): SIGTERM, and SIGKILL after a short grace."""
+        self.terminate_workers()
+        self._stop_processes(0.0)
+        for handle in self._workers.values():
+            if handle.current is not None:  # its worker is gone before it could say so
+                self._store.set_state(handle.current.job_id, JobState.cancelled)
+
+    def terminate_workers(self) -> None:
+        """Send SIGTERM to every live worker. Takes no lock, so a signal handler may call it."""
+        self._stopping = True
+        for handle in list(self._workers.values()):
+            process = handle.process
+            if process is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    process.terminate()  # the worker unwinds: its temp files are removed
+
+    def _stop_processes(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for handle in self._workers.values():
-            if handle.process is not None:
-                handle.process.join(max(0.0, deadline - time.monotonic()))
-                if handle.process.is_alive():
-                    handle.process.kill()
-                    handle.process.join(2)
-                handle.status = WorkerStatus.stopped
-        if self._monitor is not None:
+            process = handle.process
+            if process is None:
+                continue
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.terminate()
+                process.join(TERMINATE_GRACE_S)
+            if process.is_alive():
+                process.kill()
+                process.join(2)
+            handle.status = WorkerStatus.stopped
+        if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(2)
 
     # -- processes ------------------------------------------------------------------------
@@ -181,7 +215,13 @@ class Supervisor:
             name=f"hearth-{handle.kind.value}-worker",
             daemon=True,
         )
-        process.start()
+        # Inherited by the child until it ignores them: a Ctrl-C meant for the CLI or the window
+        # must not interrupt the worker's start-up imports.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         handle.process, handle.conn, handle.status = process, parent, WorkerStatus.starting
         self._emit(WorkerState(kind=handle.kind, status=handle.status, pid=handle.pid))
@@ -218,16 +258,11 @@ class Supervisor:
             handle.process, handle.conn = None, None
             handle.status = WorkerStatus.crashed
             if handle.current is not None:
-                message = (
-                    f"the {handle.kind.value} worker stopped unexpectedly (exit code {code}) "
-                    "during this job; it has been restarted"
-                )
-                self._finish(
-                    handle,
-                    Failed(job_id=handle.current.job_id, kind=ErrorKind.worker_crashed, message=message),
-                )
+                self._finish(handle, _end_of_dead_job(handle, code))
             now = time.monotonic()
-            handle.crash_times = [t for t in handle.crash_times if now - t < QUICK_CRASH_WINDOW_S] + [now]
+            handle.crash_times = [t for t in handle.crash_times if now - t < QUICK_CRASH_WINDOW_S]
+            if code not in TERMINATED_EXIT_CODES:  # told to stop (SIGTERM) is not a crash
+                handle.crash_times.append(now)
             if len(handle.crash_times) > MAX_QUICK_CRASHES:
                 self._give_up(handle, code)
                 return
@@ -308,3 +343,15 @@ class Supervisor:
                 listener(event)
             except Exception:  # noqa: BLE001 - one broken listener must not stop the monitor thread
                 log.exception("supervisor listener failed on %s", type(event).__name__)
+
+
+def _end_of_dead_job(handle: WorkerHandle, code: int | None) -> Cancelled | Failed:
+    """A worker stopped by SIGTERM (sent to the whole process group when a session ends) was told
+    to stop: its job is cancelled. Any other death is a crash."""
+    if code in TERMINATED_EXIT_CODES:
+        return Cancelled(job_id=handle.current.job_id, at_step=-1)
+    message = (
+        f"the {handle.kind.value} worker stopped unexpectedly (exit code {code}) "
+        "during this job; it has been restarted"
+    )
+    return Failed(job_id=handle.current.job_id, kind=ErrorKind.worker_crashed, message=message)
