@@ -10,7 +10,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -22,7 +21,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QTextBrowser,
     QVBoxLayout,
@@ -30,9 +28,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat_state import ChatState
+from app.form_binding import spin_for
 from models.catalog import HOW_TO_ADD_MODELS
 from models.chat_memory import QUANT_TITLES, QUANTS
 from workers.conversations import ConversationStore
+from workers.protocol import ChatRequest
 
 ADD_MODEL = "__add_model__"
 RENDER_DELAY_MS = 30  # coalesce token-by-token updates into a few repaints per second
@@ -129,11 +129,13 @@ class ChatTab(QWidget):
         self.memory_label = QLabel(panel, wordWrap=True)
         self.system_prompt = QPlainTextEdit(s.system_prompt, panel)
         self.system_prompt.setFixedHeight(80)
-        self.temperature = _spin(QDoubleSpinBox(panel), 0, 5, s.temperature, 0.05)
-        self.top_p = _spin(QDoubleSpinBox(panel), 0, 1, s.top_p, 0.01)
-        self.top_k = _spin(QSpinBox(panel), 0, 1000, s.top_k, 1)
-        self.max_tokens = _spin(QSpinBox(panel), 1, 32768, s.max_new_tokens, 64)
-        self.repetition_penalty = _spin(QDoubleSpinBox(panel), 0.5, 5, s.repetition_penalty, 0.05)
+        self.temperature = spin_for(ChatRequest, "temperature", panel, value=s.temperature)
+        self.top_p = spin_for(ChatRequest, "top_p", panel, value=s.top_p)
+        self.top_k = spin_for(ChatRequest, "top_k", panel, value=s.top_k)
+        self.max_tokens = spin_for(ChatRequest, "max_new_tokens", panel, value=s.max_new_tokens)
+        self.repetition_penalty = spin_for(
+            ChatRequest, "repetition_penalty", panel, value=s.repetition_penalty
+        )
         form.addRow("Model", self.model_picker)
         form.addRow("Quantization", self.quant_picker)
         form.addRow(self.memory_label)
@@ -272,10 +274,3 @@ class ChatTab(QWidget):
         self.view.setMarkdown(self.state.transcript_markdown() or "*Start a conversation below.*")
         if at_bottom:
             bar.setValue(bar.maximum())
-
-
-def _spin(box, low: float, high: float, value: float, step: float):
-    box.setRange(low, high)
-    box.setSingleStep(step)
-    box.setValue(value)
-    return box

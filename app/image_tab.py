@@ -9,7 +9,6 @@ from PySide6.QtGui import QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -19,18 +18,19 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from app.form_binding import QT_INT_MAX, spin_for
 from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
 from models.catalog import HOW_TO_ADD_MODELS, ModelKind, entries, entry
 from workers.errors import BadInput, ErrorKind
 from workers.protocol import Cancelled, Failed, Finished, ImageRequest, Output, Progress, Queued, Started
+from workers.schema import default_of
 
-MAX_SEED = 2**31 - 1
+MAX_SEED = QT_INT_MAX
 FORM_WIDTH = 340
 
 
@@ -91,10 +91,11 @@ class ImageTab(QWidget):
         self.prompt.setFixedHeight(72)
         self.negative_prompt = QLineEdit()
         self.negative_prompt.setPlaceholderText("what to avoid (optional)")
-        self.width_box, self.height_box = self._size_box(), self._size_box()
-        self.steps = QSpinBox(minimum=1, maximum=1000, value=20)
-        self.guidance = QDoubleSpinBox(minimum=0.0, maximum=50.0, singleStep=0.5, value=7.5, decimals=1)
-        self.seed = QSpinBox(minimum=0, maximum=MAX_SEED, value=0)
+        self.width_box = spin_for(ImageRequest, "width", suffix=" px")
+        self.height_box = spin_for(ImageRequest, "height", suffix=" px")
+        self.steps = spin_for(ImageRequest, "steps")
+        self.guidance = spin_for(ImageRequest, "guidance")
+        self.seed = spin_for(ImageRequest, "seed")
         self.random_seed = QCheckBox("new each time")
         self.random_seed.setToolTip("Pick a fresh random seed for every image; the seed used is shown")
         self.generate_button = QPushButton("Generate")
@@ -105,13 +106,6 @@ class ImageTab(QWidget):
         shortcut = QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
         shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self._describe_model(self.model_box.model())
-
-    @staticmethod
-    def _size_box() -> QSpinBox:
-        box = QSpinBox(minimum=8, maximum=4096, singleStep=8, value=64)
-        box.setSuffix(" px")
-        box.setToolTip("A multiple of 8")
-        return box
 
     def _build_view(self) -> None:
         self.progress = QProgressBar()
@@ -195,7 +189,7 @@ class ImageTab(QWidget):
         self.guidance.setValue(settings.image_guidance)
 
     def store_settings(self, settings) -> None:
-        settings.image_model = self.model_box.model() or "demo-sd"
+        settings.image_model = self.model_box.model() or default_of(ImageRequest, "model")
         settings.image_width, settings.image_height = self.width_box.value(), self.height_box.value()
         settings.image_steps, settings.image_guidance = self.steps.value(), self.guidance.value()
 

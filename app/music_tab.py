@@ -13,7 +13,6 @@ from PySide6.QtCore import QPointF, QUrl
 from PySide6.QtGui import QColor, QDesktopServices, QPainter, QPen
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -23,15 +22,16 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from app.form_binding import spin_for
 from app.music_state import MusicState, Song, music_models
 from models.catalog import HOW_TO_ADD_MODELS
 from workers.errors import HearthError
 from workers.protocol import MusicRequest
+from workers.schema import default_of
 
 METERS = ("4/4", "3/4", "6/8", "2/4", "5/4", "7/8", "12/8")
 SAVE_FILTER = "WAV (*.wav);;FLAC (*.flac);;OGG Vorbis (*.ogg)"
@@ -89,15 +89,15 @@ class MusicTab(QWidget):
         form = QFormLayout(panel)
         self.prompt = QPlainTextEdit(panel, placeholderText="lofi beat with soft piano and vinyl crackle")
         self.prompt.setFixedHeight(80)
-        self.seconds = _spin(QDoubleSpinBox(panel), 0.1, 3600, 8.0, 1.0, " s")
+        self.seconds = spin_for(MusicRequest, "seconds", panel, suffix=" s")
         self.chords = QLineEdit(panel, placeholderText="C G Am F  (one chord per bar, optional)")
-        self.bpm = _spin(QDoubleSpinBox(panel), 0, 400, 0, 1, " BPM")
-        self.bpm.setSpecialValueText("no tempo")
+        self.bpm = spin_for(MusicRequest, "bpm", panel, suffix=" BPM")
         self.meter = QComboBox(panel)
         self.meter.addItems(METERS)
-        self.guidance = _spin(QDoubleSpinBox(panel), 0, 20, 3.0, 0.5)
-        self.temperature = _spin(QDoubleSpinBox(panel), 0.01, 5, 1.0, 0.05)
-        self.seed = _spin(QSpinBox(panel), 0, 2**31 - 1, 0, 1)
+        self.meter.setCurrentText(default_of(MusicRequest, "meter"))
+        self.guidance = spin_for(MusicRequest, "guidance", panel)
+        self.temperature = spin_for(MusicRequest, "temperature", panel)
+        self.seed = spin_for(MusicRequest, "seed", panel)
         self.model_picker = QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS)
         for model_id, title in music_models():
             self.model_picker.addItem(title, model_id)
@@ -237,12 +237,3 @@ def _media_player(parent: QWidget):
     player = QMediaPlayer(parent)
     player.setAudioOutput(QAudioOutput(parent))
     return player
-
-
-def _spin(box, low, high, value, step, suffix: str = ""):
-    box.setRange(low, high)
-    box.setValue(value)
-    box.setSingleStep(step)
-    if suffix:
-        box.setSuffix(suffix)
-    return box

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from workers.atomic import write_text
 from workers.paths import config_dir
+from workers.protocol import ImageRequest
+from workers.schema import default_of
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +28,24 @@ def _setting(default, description: str):
     return field(default=default, metadata={"description": description})
 
 
+def _image(name: str):
+    """The Image tab starts from the job schema's defaults; settings keep the user's last values."""
+    return default_of(ImageRequest, name)
+
+
 @dataclass(kw_only=True)
 class Settings:
     """Everything the window remembers between runs."""
 
-    image_model: str = _setting("demo-sd", "Model of the Image tab: catalog id, hub id, folder or file.")
-    image_width: int = _setting(64, "Image width in pixels (a multiple of 8).")
-    image_height: int = _setting(64, "Image height in pixels (a multiple of 8).")
-    image_steps: int = _setting(20, "Denoising steps for a new image.")
-    image_guidance: float = _setting(7.5, "Classifier-free guidance (CFG) scale for a new image.")
+    image_model: str = _setting(
+        _image("model"), "Model of the Image tab: catalog id, hub id, folder or file."
+    )
+    image_width: int = _setting(_image("width"), "Image width in pixels (a multiple of 8).")
+    image_height: int = _setting(_image("height"), "Image height in pixels (a multiple of 8).")
+    image_steps: int = _setting(_image("steps"), "Denoising steps for a new image.")
+    image_guidance: float = _setting(
+        _image("guidance"), "Classifier-free guidance (CFG) scale for a new image."
+    )
     memory_refresh_s: float = _setting(1.0, "Seconds between two readings of the VRAM arbiter's ledger.")
     window_geometry: str = _setting("", "Window position and size (Qt saveGeometry, base64).")
     window_state: str = _setting("", "Dock layout (Qt saveState, base64).")

@@ -13,6 +13,7 @@ from PySide6.QtCore import QObject, Signal
 from models.catalog import ModelKind, entries
 from workers.errors import HearthError
 from workers.protocol import Cancelled, Failed, Finished, Output, Progress, VideoRequest
+from workers.schema import default_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,18 +22,18 @@ class VideoSettings:
 
     prompt: str = ""
     negative_prompt: str = ""
-    frames: int = 8
-    fps: int = 8
-    width: int = 64
-    height: int = 64
-    steps: int = 8
-    guidance: float = 7.5
-    seed: int = 0
-    model: str = "demo-animatediff"
+    frames: int = default_of(VideoRequest, "frames")
+    fps: int = default_of(VideoRequest, "fps")
+    width: int = default_of(VideoRequest, "width")
+    height: int = default_of(VideoRequest, "height")
+    steps: int = default_of(VideoRequest, "steps")
+    guidance: float = default_of(VideoRequest, "guidance")
+    seed: int = default_of(VideoRequest, "seed")
+    model: str = default_of(VideoRequest, "model")
     manual_slices: int = 0
     """0: slices chosen from the memory the arbiter grants; N: N frame and N spatial slices."""
-    step_rehash: bool = False
-    format: str = "mp4"
+    step_rehash: bool = default_of(VideoRequest, "step_rehash")
+    format: str = default_of(VideoRequest, "format")
 
     def request(self) -> VideoRequest:
         memory_mode = f"slices:{self.manual_slices}" if self.manual_slices else "auto"

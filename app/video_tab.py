@@ -9,7 +9,6 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -23,9 +22,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.form_binding import spin_for, tooltip
 from app.video_state import VideoState
 from models.catalog import HOW_TO_ADD_MODELS
 from workers.errors import HearthError
+from workers.protocol import MAX_SLICES, VideoRequest
+from workers.schema import params
 
 EXPORT_FILTERS = {"mp4": "MP4 video (*.mp4)", "gif": "Animated GIF (*.gif)", "webp": "Animated WebP (*.webp)"}
 VIEW_SIDE = 320
@@ -55,22 +57,23 @@ class VideoTab(QWidget):
         self.prompt = QPlainTextEdit(panel, placeholderText="Describe the clip")
         self.prompt.setFixedHeight(80)
         self.negative_prompt = QLineEdit(panel, placeholderText="What to avoid")
-        self.frames_box = _spin(QSpinBox(panel), 1, 1024, s.frames, 1)
-        self.fps_box = _spin(QSpinBox(panel), 1, 120, s.fps, 1)
-        self.width_box = _spin(QSpinBox(panel), 8, 4096, s.width, 8)
-        self.height_box = _spin(QSpinBox(panel), 8, 4096, s.height, 8)
-        self.steps_box = _spin(QSpinBox(panel), 1, 1000, s.steps, 1)
-        self.guidance_box = _spin(QDoubleSpinBox(panel), 0, 50, s.guidance, 0.5)
-        self.seed_box = _spin(QSpinBox(panel), 0, 2**31 - 1, s.seed, 1)
+        self.frames_box = spin_for(VideoRequest, "frames", panel, value=s.frames)
+        self.fps_box = spin_for(VideoRequest, "fps", panel, value=s.fps)
+        self.width_box = spin_for(VideoRequest, "width", panel, value=s.width)
+        self.height_box = spin_for(VideoRequest, "height", panel, value=s.height)
+        self.steps_box = spin_for(VideoRequest, "steps", panel, value=s.steps)
+        self.guidance_box = spin_for(VideoRequest, "guidance", panel, value=s.guidance)
+        self.seed_box = spin_for(VideoRequest, "seed", panel, value=s.seed)
         self.model_picker = QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS)
         for model_id, title in self.state.models():
             self.model_picker.addItem(title, model_id)
         self.memory_mode = QComboBox(panel)
         self.memory_mode.addItem("Auto (fit the memory available)", "auto")
         self.memory_mode.addItem("Manual slices", "manual")
-        self.slices_box = _spin(QSpinBox(panel), 1, 1024, 4, 1)
+        self.slices_box = QSpinBox(panel, minimum=1, maximum=MAX_SLICES, value=4)
         self.slices_box.setEnabled(False)
         self.rehash_box = QCheckBox("Step Rehash (faster, approximate)", panel)
+        self.rehash_box.setToolTip(tooltip(params(VideoRequest)["step_rehash"]))
         self.format_picker = QComboBox(panel)
         for fmt in EXPORT_FILTERS:
             self.format_picker.addItem(fmt.upper(), fmt)
@@ -220,13 +223,6 @@ class VideoTab(QWidget):
             self.preview.setPixmap(
                 pixmap.scaled(VIEW_SIDE // 2, VIEW_SIDE // 2, Qt.AspectRatioMode.KeepAspectRatio)
             )
-
-
-def _spin(box, low, high, value, step):
-    box.setRange(low, high)
-    box.setSingleStep(step)
-    box.setValue(value)
-    return box
 
 
 def _pixmap(array) -> QPixmap:

@@ -232,7 +232,7 @@ class MusicRequest:
     """Text-to-music, optionally with chords, tempo and meter."""
 
     prompt: str
-    seconds: float = param(4.0, low=0.1, high=3600, step=1.0, help="length of the piece")
+    seconds: float = param(8.0, low=0.1, high=3600, step=1.0, help="length of the piece")
     chords: str = param("", help="one chord per bar, e.g. 'C G Am F' (needs a BPM)")
     bpm: float = param(0.0, low=20, high=400, step=1, zero_means="no fixed tempo", label="bpm", help="tempo")
     meter: str = param("4/4", help="beats per bar, e.g. 4/4, 3/4, 6/8")

@@ -123,3 +123,8 @@ def _number(value: float | None) -> str:
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
         return str(int(value))
     return f"{value:g}"
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The one default of a declared parameter (view-state and settings start from it)."""
+    return params(cls)[name].default

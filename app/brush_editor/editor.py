@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -36,6 +35,7 @@ from app.brush_editor.canvas import BrushCanvas
 from app.brush_editor.commands import PaintStroke
 from app.brush_editor.layer_panel import LayerPanel
 from app.brush_editor.state import BrushDocumentState, ToolState, image_png
+from app.form_binding import spin_for
 from workers.brushes.project_io import MEDIA_TYPE, SUFFIX, project_path_for, read_project, write_project
 from workers.errors import BadInput
 from workers.protocol import (
@@ -85,10 +85,8 @@ class BrushEditor(QWidget):
         self.size_combo = QComboBox()
         for size in SIZES:
             self.size_combo.addItem(f"{size} px", size)
-        self.steps_spin, self.seed_spin = QSpinBox(), QSpinBox()
-        self.steps_spin.setRange(4, 200)
-        self.steps_spin.setValue(20)
-        self.seed_spin.setRange(0, 2**31 - 1)
+        self.steps_spin = spin_for(BrushBaseRequest, "steps")
+        self.seed_spin = spin_for(BrushBaseRequest, "seed")
         session_row = QHBoxLayout()
         for widget in (
             self.prompt_edit,
@@ -317,7 +315,8 @@ class BrushEditor(QWidget):
     def _error(self, message: str) -> None:
         self.status.setStyleSheet("color: #d33")
         self.document.set_status(message)
-        QTimer.singleShot(6000, lambda: self.status.setStyleSheet(""))
+        # The label is the timer's context: a closed editor cancels it instead of touching a dead label.
+        QTimer.singleShot(6000, self.status, lambda: self.status.setStyleSheet(""))
 
     # -- dialogs (thin wrappers, tests call the methods above) -----------------------------
 

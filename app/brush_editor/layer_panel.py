@@ -12,22 +12,21 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (
     QCheckBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from app.brush_editor.commands import AddLayer, DeleteLayer, MoveLayer, SetLayerProperty, SetSolo
 from app.brush_editor.state import BrushDocumentState
-
-MAX_SEED = 2**31 - 1
+from app.form_binding import QT_INT_MAX as MAX_SEED
+from app.form_binding import spin_for
+from workers.protocol import BrushLayer
 
 
 class LayerPanel(QWidget):
@@ -58,11 +57,11 @@ class LayerPanel(QWidget):
     def _build_fields(self) -> None:
         self.name_edit, self.prompt_edit = QLineEdit(), QLineEdit()
         self.prompt_edit.setPlaceholderText("what to paint here (empty: re-roll with the base prompt)")
-        self.strength_spin = _double_spin(0, 1, 0.05)
-        self.opacity_spin = _double_spin(0, 1, 0.05)
-        self.feather_spin = _double_spin(0, 64, 0.5)
-        self.regen_spin, self.seed_spin = QSpinBox(), QSpinBox()
-        self.seed_spin.setRange(0, MAX_SEED)
+        self.strength_spin = spin_for(BrushLayer, "strength")
+        self.opacity_spin = spin_for(BrushLayer, "opacity")
+        self.feather_spin = spin_for(BrushLayer, "feather")
+        self.regen_spin = spin_for(BrushLayer, "regen_step")  # its maximum follows the session's N
+        self.seed_spin = spin_for(BrushLayer, "seed")
         self.visible_check = QCheckBox("Visible")
         self.name_edit.editingFinished.connect(lambda: self._set("name", self.name_edit.text()))
         self.prompt_edit.editingFinished.connect(lambda: self._set("prompt", self.prompt_edit.text()))
@@ -202,11 +201,3 @@ class LayerPanel(QWidget):
                 self.new_seed(item.data(Qt.ItemDataRole.UserRole))
                 return True
         return super().eventFilter(watched, event)
-
-
-def _double_spin(low: float, high: float, step: float) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setRange(low, high)
-    spin.setSingleStep(step)
-    spin.setDecimals(2)
-    return spin

@@ -16,6 +16,7 @@ from PySide6.QtGui import QImage
 
 from workers.brushes.project_io import BrushProject
 from workers.protocol import BRUSH_MERGE_STEPS, BrushLayer
+from workers.schema import default_of
 
 LAYER_FIELDS = ("name", "prompt", "strength", "regen_step", "seed", "visible", "opacity", "feather")
 RENDER_FIELDS = ("prompt", "strength", "regen_step", "seed", "visible", "opacity", "feather")
@@ -28,13 +29,13 @@ class EditorLayer:
     id: str
     mask: QImage
     name: str = ""
-    prompt: str = ""
-    strength: float = 0.8
-    regen_step: int = 0
-    seed: int = 0
+    prompt: str = default_of(BrushLayer, "prompt")
+    strength: float = default_of(BrushLayer, "strength")
+    regen_step: int = default_of(BrushLayer, "regen_step")
+    seed: int = default_of(BrushLayer, "seed")
     visible: bool = True
-    opacity: float = 1.0
-    feather: float = 2.0
+    opacity: float = default_of(BrushLayer, "opacity")
+    feather: float = default_of(BrushLayer, "feather")
 
     def copy(self) -> EditorLayer:
         return replace(self, mask=self.mask.copy())

@@ -24,6 +24,7 @@ from typing import Any
 
 from workers.errors import BadInput
 from workers.protocol import BrushLayer
+from workers.schema import default_of
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,13 +34,13 @@ class Layer:
     id: str
     mask: Any
     name: str = ""
-    prompt: str = ""
-    strength: float = 0.8
-    regen_step: int = 10
-    seed: int = 0
+    prompt: str = default_of(BrushLayer, "prompt")
+    strength: float = default_of(BrushLayer, "strength")
+    regen_step: int = default_of(BrushLayer, "regen_step")
+    seed: int = default_of(BrushLayer, "seed")
     visible: bool = True
-    opacity: float = 1.0
-    feather: float = 2.0
+    opacity: float = default_of(BrushLayer, "opacity")
+    feather: float = default_of(BrushLayer, "feather")
 
     @classmethod
     def from_message(cls, message: BrushLayer) -> Layer:
