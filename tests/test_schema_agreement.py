@@ -1,0 +1,122 @@
+"""Every job parameter is declared once: the GUI forms and the CLI show the schema's defaults
+and limits, and the schema refuses what they cannot send."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.brush_editor import BrushEditor
+from app.chat_tab import ChatTab
+from app.fake_bridge import FakeBridge
+from app.form_binding import QT_INT_MAX
+from app.image_tab import ImageTab
+from app.music_tab import MusicTab
+from app.settings import Settings
+from app.video_tab import VideoTab
+from workers.errors import BadInput
+from workers.protocol import (
+    BrushBaseRequest,
+    BrushLayer,
+    ChatRequest,
+    ImageRequest,
+    MusicRequest,
+    VideoRequest,
+)
+from workers.schema import check_value, params
+
+FORMS = {
+    ImageRequest: (
+        lambda bridge: ImageTab(bridge, settings=Settings()),
+        {
+            "width": "width_box",
+            "height": "height_box",
+            "steps": "steps",
+            "guidance": "guidance",
+            "seed": "seed",
+        },
+    ),
+    VideoRequest: (
+        VideoTab,
+        {
+            "frames": "frames_box",
+            "fps": "fps_box",
+            "width": "width_box",
+            "height": "height_box",
+            "steps": "steps_box",
+            "guidance": "guidance_box",
+            "seed": "seed_box",
+        },
+    ),
+    MusicRequest: (
+        MusicTab,
+        {
+            "seconds": "seconds",
+            "bpm": "bpm",
+            "guidance": "guidance",
+            "temperature": "temperature",
+            "seed": "seed",
+        },
+    ),
+    ChatRequest: (
+        ChatTab,
+        {
+            "temperature": "temperature",
+            "top_p": "top_p",
+            "top_k": "top_k",
+            "max_new_tokens": "max_tokens",
+            "repetition_penalty": "repetition_penalty",
+        },
+    ),
+    BrushBaseRequest: (BrushEditor, {"steps": "steps_spin", "seed": "seed_spin"}),
+}
+
+
+def _widget(tab, path: str):
+    for part in path.split("."):
+        tab = getattr(tab, part)
+    return tab
+
+
+@pytest.mark.parametrize("request_cls", list(FORMS), ids=lambda c: c.__name__)
+def test_gui_form_limits_defaults_and_tooltips_are_the_schema(qtbot, request_cls):
+    make, fields = FORMS[request_cls]
+    tab = make(FakeBridge())
+    qtbot.addWidget(tab)
+    declared = params(request_cls)
+    for name, widget_name in fields.items():
+        info, box = declared[name], _widget(tab, widget_name)
+        low = 0 if info.spec.zero_means else info.spec.low
+        assert box.minimum() == pytest.approx(low), name
+        assert box.maximum() == pytest.approx(min(info.spec.high, QT_INT_MAX)), name
+        if request_cls is not ChatRequest:  # chat's values are the user's saved chat settings
+            assert box.value() == pytest.approx(info.default), name
+        assert info.spec.help[:12].lower() in box.toolTip().lower(), name
+
+
+def test_layer_panel_fields_are_the_schema(qtbot):
+    editor = BrushEditor(FakeBridge())
+    qtbot.addWidget(editor)
+    declared = params(BrushLayer)
+    for name, box in {
+        "strength": editor.panel.strength_spin,
+        "opacity": editor.panel.opacity_spin,
+        "feather": editor.panel.feather_spin,
+        "seed": editor.panel.seed_spin,
+    }.items():
+        assert (box.minimum(), box.maximum()) == pytest.approx(
+            (declared[name].spec.low, min(declared[name].spec.high, QT_INT_MAX))
+        ), name
+
+
+@pytest.mark.parametrize("request_cls", [*FORMS, BrushLayer], ids=lambda c: c.__name__)
+def test_each_declared_limit_is_enforced_just_outside_it(request_cls):
+    for info in params(request_cls).values():
+        s = info.spec
+        if info.type in (int, float) and s.low is not None:
+            check_value(info, s.low)
+            check_value(info, s.high)
+            for outside in (s.low - 1, s.high + 1):
+                if s.zero_means and outside == 0:
+                    continue
+                with pytest.raises(BadInput, match=info.label):
+                    check_value(info, outside)
