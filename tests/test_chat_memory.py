@@ -56,9 +56,24 @@ def test_shape_from_a_local_folder_and_the_hub_id_fallback(tmp_path):
     assert "known once the model is loaded" in describe_estimate("nobody/not-cached-anywhere", "nf4")
 
 
-def test_described_estimate_reads_like_the_picker_label():
-    assert describe_estimate("smollm2-135m-instruct", "nf4").startswith("memory: about ")
-    assert "MiB with nf4" in describe_estimate("smollm2-135m-instruct", "nf4")
-    auto = describe_estimate("smollm2-135m-instruct", "auto")
+def test_described_estimate_reads_like_the_picker_label(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"hidden_size": 576, "num_hidden_layers": 30}))
+    assert describe_estimate(str(folder), "nf4").startswith("memory: about ")
+    assert "MiB with nf4" in describe_estimate(str(folder), "nf4")
+    auto = describe_estimate(str(folder), "auto")
     assert "(nf4) to" in auto and "(bf16)" in auto
     assert estimate_bytes(SMOLLM2_135M, "bf16") > 270 * MIB
+
+
+def test_a_gguf_estimate_is_its_llama_cpp_footprint_whatever_the_quantization():
+    """The embedded model is a GGUF: it runs as shipped on llama.cpp, so nf4 or bf16 change nothing."""
+    from models.chat_memory import embedded_gguf_file, gguf_context, read_gguf_footprint
+
+    footprint = read_gguf_footprint(embedded_gguf_file())
+    label = describe_estimate("smollm2-135m-instruct", "nf4")
+    assert label == describe_estimate("smollm2-135m-instruct", "auto")
+    assert label.startswith("memory: about ") and "on llama.cpp (Q4_1 as shipped, 8192-token context" in label
+    assert 300 * MIB < footprint.host_bytes(gguf_context(footprint)) < 500 * MIB
+    assert footprint.shape == SMOLLM2_135M  # the header and the catalog's shape agree
