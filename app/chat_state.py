@@ -26,6 +26,7 @@ from workers.protocol import (
     ChatRequest,
     Failed,
     Finished,
+    JobStatus,
     Progress,
     TextDelta,
 )
@@ -202,7 +203,7 @@ class ChatState(QObject):
                     self._set_status("")
                 self.partial += text
                 self.messages_changed.emit()
-            case Progress(message=message) if message:
+            case Progress(message=message) | JobStatus(message=message) if message:
                 self._set_status(message)
             case Finished(metrics=metrics):
                 self.metrics = format_metrics({m.name: m.value for m in metrics})

@@ -27,7 +27,17 @@ from app.form_binding import QT_INT_MAX, spin_for
 from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
 from models.catalog import HOW_TO_ADD_MODELS, ModelKind, entries, entry
 from workers.errors import BadInput, ErrorKind
-from workers.protocol import Cancelled, Failed, Finished, ImageRequest, Output, Progress, Queued, Started
+from workers.protocol import (
+    Cancelled,
+    Failed,
+    Finished,
+    ImageRequest,
+    JobStatus,
+    Output,
+    Progress,
+    Queued,
+    Started,
+)
 from workers.schema import default_of
 
 MAX_SEED = QT_INT_MAX
@@ -258,6 +268,8 @@ class ImageTab(QWidget):
                 self.status.setText("Running…")
             case Progress():
                 self._on_progress(event)
+            case JobStatus(message=message):
+                self.status.setText(message)
             case Output(path=path, media_type=media_type) if media_type.startswith("image/"):
                 self.show_result(path)
             case Finished(elapsed_s=elapsed):

@@ -19,6 +19,7 @@ from workers.protocol import (
     Failed,
     Finished,
     JobState,
+    JobStatus,
     Output,
     Progress,
     Queued,
@@ -174,8 +175,11 @@ class JobsState(QObject):
             case Started():
                 entry.state, entry.started_at = JobState.running, time.monotonic()
             case Progress(step=step, total=total, message=message, preview_png=preview):
-                entry.step, entry.total, entry.message = step, total, message
+                entry.step, entry.total = step, total
+                entry.message = message or entry.message
                 entry.preview_png = preview or entry.preview_png
+            case JobStatus(message=message):
+                entry.message = message
             case Output(path=path, media_type=media_type):
                 entry.outputs.append(path)
                 if media_type.startswith("image/"):

@@ -15,7 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from models.catalog import ModelKind, entries, entry
 from workers.errors import BadInput
-from workers.protocol import Cancelled, Failed, Finished, MusicRequest, Output, Progress, Started
+from workers.protocol import Cancelled, Failed, Finished, JobStatus, MusicRequest, Output, Progress, Started
 
 
 @dataclass
@@ -105,10 +105,11 @@ class MusicState(QObject):
             case Started():
                 self._set_status("Generating...")
             case Progress(step=step, total=total, message=message):
-                if total:
-                    self.progress_changed.emit(step, total)
+                self.progress_changed.emit(step, total)
                 if message:
                     self._set_status(message)
+            case JobStatus(message=message):
+                self._set_status(message)
             case Output(path=path):
                 self._load(Path(path))
             case Finished(elapsed_s=elapsed):

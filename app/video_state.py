@@ -12,7 +12,7 @@ from PySide6.QtCore import QObject, Signal
 
 from models.catalog import ModelKind, entries
 from workers.errors import HearthError
-from workers.protocol import Cancelled, Failed, Finished, Output, Progress, VideoRequest
+from workers.protocol import Cancelled, Failed, Finished, JobStatus, Output, Progress, VideoRequest
 from workers.schema import default_of
 
 
@@ -134,7 +134,7 @@ class VideoState(QObject):
         if getattr(event, "job_id", None) != self.job_id or not self.job_id:
             return
         match event:
-            case Progress(total=0, message=message):
+            case JobStatus(message=message):
                 self._set_status(message)
             case Progress():
                 self._on_step(event)

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from app.chat_tab import ADD_MODEL, ChatTab
 from app.fake_bridge import FakeBridge
 from workers.errors import ErrorKind
-from workers.protocol import Cancelled, ChatRequest, Failed, Finished, Metric, Progress, TextDelta
+from workers.protocol import Cancelled, ChatRequest, Failed, Finished, JobStatus, Metric, TextDelta
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_streamed_deltas_appear_and_speed_is_shown_after_the_answer(tab, qtbot):
     widget, bridge = tab
     type_and_press_enter(qtbot, widget, "What is the capital of France?")
     job_id = bridge.submitted[0][0]
-    bridge.emit_event(Progress(job_id=job_id, step=0, total=0, message="Loading model ..."))
+    bridge.emit_event(JobStatus(job_id=job_id, message="Loading model ..."))
     assert widget.status_label.text() == "Loading model ..."
     stream(bridge, job_id, "The capital", " of France", " is **Paris**.")
     qtbot.waitUntil(lambda: "The capital of France is Paris." in shown(widget))

@@ -21,6 +21,7 @@ from workers.protocol import (
     Finished,
     ImageRequest,
     JobState,
+    JobStatus,
     MusicRequest,
     Output,
     Priority,
@@ -148,3 +149,13 @@ def test_a_finished_image_job_shows_its_result_as_thumbnail(panel, bridge, tmp_p
     image = panel.row("a").thumbnail.pixmap().toImage()
     colour = image.pixelColor(image.width() // 2, image.height() // 2)
     assert (colour.red(), colour.green(), colour.blue()) == (0, 0, 255)
+
+
+def test_a_status_line_mid_render_keeps_the_step_count(panel, bridge):
+    queue(bridge, "v", ImageRequest(prompt="a long render"))
+    bridge.emit_event(Started(job_id="v"))
+    bridge.emit_event(Progress(job_id="v", step=3, total=10))
+    bridge.emit_event(JobStatus(job_id="v", message="paused: a brush edit needs the GPU"))
+    row = panel.row("v")
+    assert (row.progress.minimum(), row.progress.maximum(), row.progress.value()) == (0, 10, 3)
+    assert "paused" in panel.state.job("v").message

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workers.errors import JobCancelled
-from workers.protocol import Metric, Output, Priority, Progress, TextDelta
+from workers.protocol import JobStatus, Metric, Output, Priority, Progress, TextDelta
 
 PREVIEW_MAX_SIDE = 256
 
@@ -122,8 +122,8 @@ class JobContext:
         self.metrics.append(Metric(name=name, value=float(value)))
 
     def status(self, message: str) -> None:
-        """A progress line without a step count (loading a model, waiting for memory)."""
-        self.send(Progress(job_id=self.job_id, step=max(self.last_step, 0), total=0, message=message))
+        """A status line without a step count (loading a model, waiting for memory)."""
+        self.send(JobStatus(job_id=self.job_id, message=message))
 
     # -- memory ---------------------------------------------------------------------------
 

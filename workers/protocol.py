@@ -471,6 +471,17 @@ class Progress:
 
 @message
 @frozen
+class JobStatus:
+    """What a job is doing between steps (loading a model, waiting for memory, writing the file).
+
+    Its own event, so a status line never resets a progress bar's step count."""
+
+    job_id: str
+    message: str
+
+
+@message
+@frozen
 class TextDelta:
     """Streamed text (chat tokens), in order."""
 
@@ -549,8 +560,20 @@ class WorkerState:
 
 JOB_END_EVENTS = (Finished, Cancelled, Failed)
 
-Event = Hello | Started | Progress | TextDelta | Output | Finished | Cancelled | Failed | Queued | WorkerState
-WorkerEvent = Hello | Started | Progress | TextDelta | Output | Finished | Cancelled | Failed
+Event = (
+    Hello
+    | Started
+    | Progress
+    | JobStatus
+    | TextDelta
+    | Output
+    | Finished
+    | Cancelled
+    | Failed
+    | Queued
+    | WorkerState
+)
+WorkerEvent = Hello | Started | Progress | JobStatus | TextDelta | Output | Finished | Cancelled | Failed
 """What a worker sends its supervisor (``Queued`` and ``WorkerState`` are the supervisor's own)."""
 Command = Submit | Cancel | Shutdown
 """What a supervisor sends its worker."""
