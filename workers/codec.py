@@ -83,7 +83,7 @@ def decode(data: bytes | str, expected: Any = None) -> Any:
     """
     try:
         payload = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MalformedMessage("a message must be a JSON object")
