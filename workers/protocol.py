@@ -279,16 +279,32 @@ BRUSH_MERGE_STEPS = 2
 
 def _require_mask_png(where: str, data: bytes, width: int, height: int) -> None:
     import io
+    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
+    unreadable = (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        Image.DecompressionBombError,
+    )
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            size, box = image.size, image.convert("L").getbbox()
-    except (UnidentifiedImageError, OSError, ValueError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (*unreadable, Image.DecompressionBombWarning):
         raise BadInput(f"{where}: the mask is not a readable PNG image") from None
-    if size != (width, height):
-        raise BadInput(f"{where}: the mask is {size[0]}x{size[1]} but the image is {width}x{height}")
+    with image:
+        size = image.size
+        if size != (width, height):  # from the header: a mask claiming 13000 x 13000 is never decoded
+            raise BadInput(f"{where}: the mask is {size[0]}x{size[1]} but the image is {width}x{height}")
+        try:
+            box = image.convert("L").getbbox()
+        except unreadable:
+            raise BadInput(f"{where}: the mask is not a readable PNG image") from None
     if box is None:
         raise BadInput(f"{where}: the mask is empty; paint the region to change first")
 
@@ -301,7 +317,7 @@ def _require_image_file(path: str) -> None:
             image.verify()
     except FileNotFoundError:
         raise BadInput(f"photo {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadInput(f"photo {path} is not a readable image ({exc})") from None
 
 
