@@ -7,11 +7,15 @@ imported. Progress goes to stderr as a bar, chat tokens stream to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import queue
 import signal
+import stat
 import sys
 from pathlib import Path
 
+from app.cli_brush import add_brush
 from workers.atomic import check_writable
 from workers.errors import BadInput
 from workers.protocol import (
@@ -21,6 +25,7 @@ from workers.protocol import (
     MusicRequest,
     VideoRequest,
 )
+from workers.schema import params
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -33,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chat(run.add_parser("chat", help="one chat answer, streamed"))
     _add_video(run.add_parser("video", help="text to video"))
     _add_music(run.add_parser("music", help="text to music"))
+    add_brush(
+        run.add_parser(
+            "brush",
+            help="the brush editor: start a project (--new) or add a layer (--mask)",
+            description="Start a brush project with --new PROMPT, or add a layer to one with --mask.",
+        )
+    )
     arbiter = commands.add_parser("arbiter", help="the VRAM arbiter").add_subparsers(
         dest="action", required=True
     )
@@ -88,6 +100,12 @@ def _add_music(p):
     p.add_argument("--chords", default="")
     p.add_argument("--bpm", type=float, default=0.0)
     p.add_argument("--meter", default="4/4")
+    window = params(MusicRequest)["window_seconds"]
+    p.add_argument(
+        "--window-seconds",
+        type=float,
+        help=f"{window.spec.help} (default {window.default:g}: {window.spec.zero_means})",
+    )
 
 
 def request_from_args(args: argparse.Namespace):
@@ -148,6 +166,7 @@ def request_from_args(args: argparse.Namespace):
                 seed=args.seed,
                 out_path=_checked_out(args.out),
                 **model,
+                **({"window_seconds": args.window_seconds} if args.window_seconds is not None else {}),
             )
     request.validate()
     return request
@@ -158,11 +177,21 @@ def _checked_out(out: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before a job's signal handlers are in place, or after
+        print("\nhearth: cancelled", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "arbiter":
         from workers.arbiter.status import print_status
 
         return print_status()
+    if args.kind == "brush":
+        return run_brush(args)
     try:
         request = request_from_args(args)
     except BadInput as exc:
@@ -171,18 +200,119 @@ def main(argv: list[str]) -> int:
     return run_job(request)
 
 
-def run_job(request) -> int:
+class Interrupts:
+    """Ctrl-C, a closed terminal (SIGHUP) or SIGTERM while ``hearth run`` works: the first cancels
+    the job through the supervisor (it ends ``Cancelled``), the second stops the workers at once.
+
+    The workers ignore these signals (``workers.runtime``): only this process decides. The handler
+    only counts, wakes the main thread through the event queue (``SimpleQueue.put`` is reentrant)
+    and, on the second signal, sends SIGTERM to the workers, which takes no lock.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+
+    def __init__(self, events: queue.SimpleQueue) -> None:
+        self.count = 0
+        self.supervisor = None
+        self._events = events
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Interrupts:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.count += 1
+        if signum == signal.SIGHUP:
+            _leave_the_closed_terminal()
+        if self.count >= 2 and self.supervisor is not None:
+            self.supervisor.terminate_workers()
+        self._events.put(INTERRUPTED)
+
+
+INTERRUPTED = object()
+"""Put on the event queue by a signal: the main thread looks at ``Interrupts.count``."""
+
+
+def _leave_the_closed_terminal() -> None:
+    """After a hang-up, writing to the terminal fails (EIO): what is left goes to /dev/null.
+
+    A hung-up terminal no longer answers ``isatty``, so any character device is taken for it;
+    pipes and files (``hearth run ... > out``) are kept.
+    """
+    devnull = os.open(os.devnull, os.O_RDWR)
+    null_device = os.fstat(devnull).st_rdev
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            info = os.fstat(fd)
+            if stat.S_ISCHR(info.st_mode) and info.st_rdev != null_device:
+                os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def run_job(request, printer=None) -> int:
+    """Run one job through a supervisor of its kind; returns the exit code."""
     from app.cli_progress import JobPrinter
     from workers.supervisor import Supervisor
 
-    events: queue.Queue = queue.Queue()
-    supervisor = Supervisor(kinds=[request.kind], listener=events.put, restore_queue=False)
-    printer = JobPrinter(request)
-    supervisor.start()
-    job_id = supervisor.submit(request)
-    previous = signal.signal(signal.SIGINT, lambda *_: supervisor.cancel(job_id))
+    printer = printer or JobPrinter(request)
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    with Interrupts(events) as interrupts:
+        supervisor = Supervisor(kinds=[request.kind], listener=events.put, restore_queue=False)
+        interrupts.supervisor = supervisor
+        try:
+            printer.starting()
+            supervisor.start()
+            job_id = supervisor.submit(request)
+            return _follow(job_id, events, printer, supervisor, interrupts)
+        finally:
+            if interrupts.count >= 2:
+                supervisor.stop_now()
+            else:
+                supervisor.shutdown()  # a second signal meanwhile terminates the workers
+
+
+def run_brush(args: argparse.Namespace) -> int:
+    """A brush job; a rendered layer is saved into the project once the worker has finished."""
+    from app.cli_brush import plan_brush
+    from app.cli_progress import JobPrinter
+
     try:
-        return printer.follow(job_id, events)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        supervisor.shutdown()
+        plan = plan_brush(args)
+    except BadInput as exc:
+        print(f"hearth: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    printer = JobPrinter(plan.request)
+    code = run_job(plan.request, printer)
+    if code != EXIT_OK:
+        return code
+    try:
+        message = plan.finish(printer.outputs)
+    except OSError as exc:
+        print(f"hearth: error: could not save the project: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if message:
+        print(f"hearth: {message}", file=sys.stderr)
+    return code
+
+
+def _follow(job_id: str, events: queue.SimpleQueue, printer, supervisor, interrupts: Interrupts) -> int:
+    cancelling = False
+    while True:
+        if interrupts.count >= 2:
+            return printer.stopped()
+        if interrupts.count and not cancelling:
+            cancelling = True
+            printer.cancelling()
+            supervisor.cancel(job_id)
+        event = events.get()
+        if event is INTERRUPTED or getattr(event, "job_id", job_id) != job_id:
+            continue
+        code = printer.show(event)
+        if code is not None:
+            return code
