@@ -2,7 +2,8 @@
 
 The GUI process never imports torch, diffusers or transformers; the workers do, in their own
 processes, which take several seconds to start. So the window is shown at once and the
-supervisor is started from the event loop right after.
+supervisor is started from the event loop right after. Qt itself is imported only in ``main``, so
+``hearth --help`` can list the window's options without it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import importlib.util
 import signal
 import sys
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
-
 from workers.protocol import WorkerKind
 
 DEFAULT_SCREENSHOT_DELAY_MS = 2000
@@ -22,6 +20,11 @@ DEFAULT_SCREENSHOT_DELAY_MS = 2000
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hearth", description="Hearth: local generative AI on one GPU.")
+    add_window_options(parser)
+    return parser
+
+
+def add_window_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         default=",".join(k.value for k in WorkerKind),
@@ -35,7 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="save a picture of the window to PATH after --screenshot-delay ms, then quit",
     )
     parser.add_argument("--screenshot-delay", type=int, default=DEFAULT_SCREENSHOT_DELAY_MS, metavar="MS")
-    return parser
 
 
 def worker_kinds(spec: str) -> list[WorkerKind]:
@@ -51,6 +53,9 @@ def worker_kinds(spec: str) -> list[WorkerKind]:
 
 def main(argv: list[str] | None = None) -> int:
     args, qt_args = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
     from app.bridge import Bridge
     from app.main_window import MainWindow
     from app.style import app_icon
@@ -88,6 +93,8 @@ def _select_tab(window, name: str) -> None:
 
 
 def _screenshot_and_quit(window, path: str) -> None:
+    from PySide6.QtWidgets import QApplication
+
     if not window.grab().save(path):
         print(f"hearth: could not save the screenshot to {path}", file=sys.stderr)
     window.close()
@@ -95,9 +102,13 @@ def _screenshot_and_quit(window, path: str) -> None:
 
 
 def _close_on_ctrl_c(window) -> None:
-    """Ctrl+C in the terminal closes the window (saving settings); Python only sees the signal while
-    it runs, so a timer wakes it up."""
-    signal.signal(signal.SIGINT, lambda *_: window.close())
+    """Ctrl+C in the terminal, the terminal closing (SIGHUP) or SIGTERM close the window (saving
+    settings, then stopping the workers, which ignore the terminal's signals themselves). Python
+    only sees a signal while it runs, so a timer wakes it up."""
+    from PySide6.QtCore import QTimer
+
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, lambda *_: window.close())
     timer = QTimer(window)
     timer.timeout.connect(lambda: None)
     timer.start(250)
