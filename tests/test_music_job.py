@@ -15,6 +15,7 @@ from workers.protocol import (
     Cancelled,
     Failed,
     Finished,
+    JobStatus,
     MusicRequest,
     Output,
     Priority,
@@ -105,7 +106,7 @@ def test_long_form_is_exact_and_seamless(worker, tmp_path):
     windows_done = [
         e.message
         for e in events
-        if isinstance(e, Progress) and e.message.startswith("window ") and "finished" in e.message
+        if isinstance(e, JobStatus) and e.message.startswith("window ") and "finished" in e.message
     ]
     assert len(windows_done) == 4  # 1.0 s, then 0.6 s per window after a 0.4 s context
     from workers.music.longform import plan_windows
@@ -126,7 +127,7 @@ def test_cancel_mid_long_form_keeps_the_finished_windows(worker, tmp_path):
     out = tmp_path / "cut.wav"
 
     def cancel_after_second_window(event):
-        if isinstance(event, Progress) and event.message.startswith("window 2/4 finished"):
+        if isinstance(event, JobStatus) and event.message.startswith("window 2/4 finished"):
             runtime._current[1].set()  # what the reader thread does when a Cancel arrives
 
     wire.on_event = cancel_after_second_window

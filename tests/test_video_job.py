@@ -15,6 +15,7 @@ from workers.protocol import (
     Cancelled,
     Failed,
     Finished,
+    JobStatus,
     Output,
     Priority,
     Progress,
@@ -171,7 +172,7 @@ def test_out_of_memory_at_decode_finishes_from_the_checkpoint(worker, tmp_path, 
     assert isinstance(_end(events), Finished), _end(events)
     assert calls[0] == 4 and calls[1] == 2, "the retry decodes smaller chunks"
     assert len(reloads) == 1 and reloads[0].name == "video-oom.safetensors"
-    assert any("retrying 2 frame(s) at a time" in e.message for e in events if isinstance(e, Progress))
+    assert any("retrying 2 frame(s) at a time" in e.message for e in events if isinstance(e, JobStatus))
     assert not reloads[0].exists(), "the checkpoint is removed once the video is written"
     assert len(read_frames(out)[0]) == 4 and read_metadata(out)["decode_chunk"] == 2
 
@@ -219,7 +220,7 @@ def test_wan_demo_renders_and_needs_4k_plus_1_frames(worker, tmp_path):
         ({"frames": 33}, "at most 32 frames"),
         ({"width": 60}, "width must be a multiple of 8"),
         ({"fps": 0}, "fps must be between 1"),
-        ({"format": "avi"}, "mp4, gif or webp"),
+        ({"format": "avi"}, "mp4, gif, webp"),
         ({"out_path": "/no/such/folder/clip.mp4"}, "does not exist"),
     ],
 )

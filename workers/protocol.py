@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from workers.codec import PROTOCOL_VERSION, message
 from workers.errors import BadInput, ErrorKind
+from workers.safe_names import safe_name
 from workers.schema import check_params, param
 
 SEED_MAX = 2**63 - 1
@@ -179,6 +181,8 @@ class ChatRequest:
         for m in self.messages:
             if m.role not in ("system", "user", "assistant"):
                 raise BadInput(f"unknown chat role {m.role!r}")
+        if self.conversation_id:
+            safe_name("conversation id", self.conversation_id)
         check_params(self)
 
 
@@ -312,6 +316,11 @@ def _require_mask_png(where: str, data: bytes, width: int, height: int) -> None:
 def _require_image_file(path: str) -> None:
     from PIL import Image, UnidentifiedImageError
 
+    from workers.safe_images import image_size
+
+    if not Path(path).is_file():
+        raise BadInput(f"photo {path} does not exist")
+    image_size(path, f"photo {path}")  # from the header: a decompression bomb is never decoded
     try:
         with Image.open(path) as image:
             image.verify()
@@ -347,6 +356,7 @@ class BrushLayer:
     feather: float = param(2.0, low=0, high=64, step=0.5, help="blur radius of the mask edge, in pixels")
 
     def validate(self, width: int, height: int, steps: int) -> None:
+        safe_name("layer id", self.id)
         where = f"layer {self.name or self.id!r}"
         _require_mask_png(where, self.mask_png, width, height)
         check_params(self, where)
@@ -379,8 +389,7 @@ class BrushBaseRequest:
     default_priority = Priority.single_shot
 
     def validate(self) -> None:
-        if not self.session_id:
-            raise BadInput("brush session id is empty")
+        safe_name("brush session id", self.session_id)
         if self.photo_path:
             _require_image_file(self.photo_path)
         else:
@@ -410,8 +419,7 @@ class BrushRenderRequest:
     default_priority = Priority.interactive
 
     def validate(self) -> None:
-        if not self.session_id:
-            raise BadInput("brush session id is empty")
+        safe_name("brush session id", self.session_id)
         check_params(self)
         if len(self.layers) > MAX_BRUSH_LAYERS:
             raise BadInput(f"{len(self.layers)} layers; a brush session holds at most {MAX_BRUSH_LAYERS}")
