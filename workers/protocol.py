@@ -219,10 +219,13 @@ class VideoRequest:
     def validate(self) -> None:
         _require_prompt(self.prompt)
         check_params(self)
+        count = self.memory_mode[7:]
         if self.memory_mode != "auto" and not (
             self.memory_mode.startswith("slices:")
-            and self.memory_mode[7:].isdigit()
-            and 1 <= int(self.memory_mode[7:]) <= MAX_SLICES
+            and count.isascii()  # int() refuses '²', which isdigit() accepts
+            and count.isdigit()
+            and len(count) <= 4  # and runs of over 4300 digits
+            and 1 <= int(count) <= MAX_SLICES
         ):
             raise BadInput(
                 f"memory mode must be 'auto' or 'slices:N' with N from 1 to {MAX_SLICES}, "
@@ -318,7 +321,11 @@ def _require_image_file(path: str) -> None:
 
     from workers.safe_images import image_size
 
-    if not Path(path).is_file():
+    try:
+        is_file = Path(path).is_file()
+    except OSError as exc:  # a name too long for the file system, say
+        raise BadInput(f"photo {path[:80]!r} cannot be opened ({exc.strerror})") from None
+    if not is_file:
         raise BadInput(f"photo {path} does not exist")
     image_size(path, f"photo {path}")  # from the header: a decompression bomb is never decoded
     try:

@@ -105,7 +105,7 @@ def parse_progression(text: str) -> list[Chord]:
 
 
 def parse_meter(text: str) -> Meter:
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    match = re.fullmatch(r"\s*(\d{1,9})\s*/\s*(\d{1,9})\s*", text or "")  # int() refuses 4301 digits
     if not match or not 1 <= int(match.group(1)) <= 32 or int(match.group(2)) not in METER_DENOMINATORS:
         raise BadInput(f"meter {text!r} is not a time signature like 4/4, 3/4 or 6/8")
     return Meter(beats=int(match.group(1)), unit=int(match.group(2)))

@@ -173,7 +173,8 @@ def parse_memory_mode(mode: str) -> int:
     if mode == "auto":
         return 0
     prefix, _, count = mode.partition(":")
-    if prefix != "slices" or not count.isdigit() or not 1 <= int(count) <= MAX_SLICES:
+    digits = count.isascii() and count.isdigit() and len(count) <= 4  # int() refuses '²' and 4301 digits
+    if prefix != "slices" or not digits or not 1 <= int(count) <= MAX_SLICES:
         raise BadInput(
             f"memory mode must be 'auto' or 'slices:N' with N from 1 to {MAX_SLICES}, got {mode!r}"
         )
