@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ def read_project(path: Path | str) -> BrushProject:
             return _read_archive(ArchiveReader.open(archive, LIMITS))
     except BadInput as exc:
         raise BadInput(f"{path.name} is not a readable Hearth project ({exc})") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
         raise BadInput(f"{path.name} is not a readable Hearth project (damaged zip: {exc})") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # bad JSON (too deep, too); zipfile's own
         raise BadInput(f"{path.name} is not a readable Hearth project ({exc})") from None
