@@ -352,6 +352,8 @@ def read_gguf_footprint(path: Path) -> GGUFFootprint:
     from workers.errors import BadInput
 
     path = Path(path)
+    if path.stat().st_size == 0:  # mmap refuses an empty file with a ValueError
+        raise BadInput(f"{path.name} is not a GGUF file (it is empty)")
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         view = memoryview(mapped)
         try:

@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,12 +293,14 @@ never spell, such as nesting deeper than the JSON parser recurses or an integer 
 
 
 @st.composite
-def mutated(draw, data: bytes, max_ops: int = 4) -> bytes:
-    """``data`` with a few byte-level mutations: flips, cuts, insertions, deletions, duplications."""
+def mutated(draw, data: bytes, max_ops: int = 4, head: int = 256) -> bytes:
+    """``data`` with a few byte-level mutations: flips, cuts, insertions, deletions, duplications,
+    and integers overwritten; half of them in the first ``head`` bytes, where formats keep their
+    lengths and counts."""
     out = bytearray(data)
     for _ in range(draw(st.integers(1, max_ops))):
-        at = draw(st.integers(0, len(out)))
-        match draw(st.sampled_from(("flip", "set", "cut", "insert", "token", "delete", "repeat"))):
+        at = draw(st.integers(0, min(head, len(out))) | st.integers(0, len(out)))
+        match draw(st.sampled_from(("flip", "set", "cut", "insert", "token", "delete", "repeat", "number"))):
             case "flip" if at < len(out):
                 out[at] ^= 1 << draw(st.integers(0, 7))
             case "set" if at < len(out):
@@ -312,6 +315,15 @@ def mutated(draw, data: bytes, max_ops: int = 4) -> bytes:
                 del out[at : at + draw(st.integers(1, 64))]
             case "repeat":
                 out[at:at] = out[at : at + draw(st.integers(1, 64))] * draw(st.integers(1, 50))
+            case "number":
+                fmt = draw(st.sampled_from(("<Q", "<I", ">I", "<q")))
+                bits = 8 * struct.calcsize(fmt)
+                value = draw(
+                    st.sampled_from((0, 1, 2, 7, 8, 9, 255, 2**31, 2**32 - 1)) | st.integers(0, 2**bits - 1)
+                )
+                if fmt == "<q":
+                    value -= 2**63
+                out[at : at + bits // 8] = struct.pack(fmt, value)
     return bytes(out)
 
 

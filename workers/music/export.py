@@ -72,19 +72,29 @@ def save_audio(
 
 
 def _tag(out, params: dict[str, Any]) -> None:
-    out.title = str(params.get("prompt", ""))[:TITLE_MAX]
+    title = _tag_text(params.get("prompt", ""))[:TITLE_MAX]
+    if title:  # libsndfile refuses an empty string ("bad string")
+        out.title = title
     out.comment = json.dumps(params, sort_keys=True, default=str)
     out.software = "Hearth"
     out.date = time.strftime("%Y-%m-%d")
     if params.get("model"):
-        out.artist = f"Hearth ({params['model']})"
+        out.artist = _tag_text(f"Hearth ({params['model']})")
+
+
+def _tag_text(value: Any) -> str:
+    """Text libsndfile can store: UTF-8 (a lone surrogate, which JSON may carry, is replaced)."""
+    return str(value).encode("utf-8", "replace").decode()
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """(channels, samples) float32 and the sample rate."""
     import soundfile
 
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise BadInput(f"{Path(path).name} is not a readable audio file ({exc})") from None
     return data.T, rate
 
 
@@ -92,11 +102,19 @@ def read_parameters(path: Path) -> dict[str, Any]:
     """The generation parameters from a file's tags (empty when it has none)."""
     import soundfile
 
-    with soundfile.SoundFile(str(path)) as handle:
-        comment = handle.comment
     try:
-        params = json.loads(comment) if comment else {}
-    except json.JSONDecodeError:
+        with soundfile.SoundFile(str(path)) as handle:
+            comment = handle.comment
+    except (RuntimeError, OSError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+        raise BadInput(f"{Path(path).name} is not a readable audio file ({exc})") from None
+    return _parameters(comment)
+
+
+def _parameters(text: str) -> dict[str, Any]:
+    """Parameters from a tag or a sidecar: a JSON object, else none."""
+    try:
+        params = json.loads(text) if text else {}
+    except (json.JSONDecodeError, RecursionError):
         return {}
     return params if isinstance(params, dict) else {}
 
@@ -107,5 +125,5 @@ def convert(source: Path, target: Path, fmt: str = "") -> Path:
     params = read_parameters(source)
     sidecar = Path(str(source) + ".json")
     if not params and sidecar.exists():
-        params = json.loads(sidecar.read_text())
+        params = _parameters(sidecar.read_text(errors="replace"))
     return save_audio(target, audio, rate, params, fmt=fmt)

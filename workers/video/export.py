@@ -90,13 +90,20 @@ def _write_animation(arrays, path: Path, fps: int, comment: str, fmt: str) -> No
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    """The generation parameters embedded in a video Hearth wrote ({} when there are none)."""
+    """The generation parameters embedded in a video Hearth wrote ({} when there are none);
+    ``BadInput`` for a file that is not a readable video."""
+    from PIL import Image
+
     path = Path(path)
-    text = _mp4_comment(path) if path.suffix.lower() == ".mp4" else _image_comment(path)
     try:
-        return json.loads(text) if text else {}
-    except json.JSONDecodeError:
+        text = _mp4_comment(path) if path.suffix.lower() == ".mp4" else _image_comment(path)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise BadInput(f"{path.name} is not a readable video ({exc})") from None
+    try:
+        params = json.loads(text) if text else {}
+    except (json.JSONDecodeError, RecursionError):
         return {}
+    return params if isinstance(params, dict) else {}
 
 
 def _mp4_comment(path: Path) -> str:
@@ -117,7 +124,7 @@ def _image_comment(path: Path) -> str:
     with Image.open(path) as image:
         if "comment" in image.info:
             comment = image.info["comment"]
-            return comment.decode() if isinstance(comment, bytes) else comment
+            return comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
         return str(image.getexif().get(EXIF_DESCRIPTION, ""))
 
 
