@@ -171,17 +171,18 @@ def mask_png(path: str, size: tuple[int, int]) -> bytes:
     """The mask as an 8-bit grayscale PNG: white regenerates, black is kept, transparent is black."""
     from PIL import Image, UnidentifiedImageError
 
+    from workers.safe_images import image_size
+
+    found = image_size(path, f"mask {path}")  # from the header: a bomb is refused before decoding
+    if found != size:
+        raise BadInput(f"mask {path} is {found[0]}x{found[1]}, the project's image is {size[0]}x{size[1]}")
     try:
         with Image.open(path) as image:
             rgba = image.convert("RGBA")
     except FileNotFoundError:
         raise BadInput(f"mask {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise BadInput(f"mask {path} is not a readable image ({exc})") from None
-    if rgba.size != size:
-        raise BadInput(
-            f"mask {path} is {rgba.size[0]}x{rgba.size[1]}, the project's image is {size[0]}x{size[1]}"
-        )
     gray = Image.alpha_composite(Image.new("RGBA", rgba.size, "black"), rgba).convert("L")
     if gray.getbbox() is None:
         raise BadInput(f"mask {path} has no white pixels: paint the region to regenerate in white")
