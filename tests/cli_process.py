@@ -91,18 +91,14 @@ class HearthProcess:
                     )
                 self._changed.wait(min(left, 1.0))  # woken by output; the bound notices a silent exit
 
+    def arbiters(self) -> list[psutil.Process]:
+        """The arbiter this command's first worker started, if it has started one yet."""
+        return [p for p in psutil.Process(self.pid).children(recursive=True) if _is_arbiter(p)]
+
     def descendants(self) -> list[psutil.Process]:
         """Every process this command started, except the arbiter (it outlives its first client on
         purpose, in its own session; conftest stops it)."""
-        found = []
-        for child in psutil.Process(self.pid).children(recursive=True):
-            try:
-                cmdline = " ".join(child.cmdline())
-            except psutil.Error:
-                continue
-            if "workers.arbiter" not in cmdline and "--arbiter" not in cmdline:
-                found.append(child)
-        return found
+        return [p for p in psutil.Process(self.pid).children(recursive=True) if not _is_arbiter(p)]
 
     def signal(self, signum: int, group: bool = True) -> None:
         """``group``: what a terminal does (Ctrl-C reaches every process of the foreground job)."""
@@ -130,6 +126,11 @@ class HearthProcess:
         with_group = [p for p in psutil.process_iter() if _in_group(p, self.pid)]
         for leftover in with_group:
             leftover.kill()
+
+
+def _is_arbiter(process: psutil.Process) -> bool:
+    cmdline = _cmdline(process)
+    return "workers.arbiter" in cmdline or "--arbiter" in cmdline
 
 
 def _in_group(process: psutil.Process, pgid: int) -> bool:
