@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -40,7 +41,7 @@ from workers.arbiter.ledger import (
     Ledger,
     Send,
 )
-from workers.arbiter.messages import ClientMessage, ProtocolError, Register
+from workers.arbiter.messages import ClientMessage, ProtocolError, Register, Status
 from workers.arbiter.units import format_bytes, parse_bytes
 from workers.arbiter.user_config import ConfigWatcher
 
@@ -319,7 +320,7 @@ class ArbiterServer:
                 self._reply(conn, send.message)
 
     def _reply(self, conn: _Connection, msg: object) -> None:
-        data = frame(msg)
+        data = _frame_within_limit(msg)
         if len(conn.outbox) + len(data) > MAX_OUTBOX:
             log.warning("connection %s (pid %d) does not read its replies: dropping it", conn.name, conn.pid)
             self._drop(conn)
@@ -397,6 +398,25 @@ class ArbiterServer:
         with contextlib.suppress(ProcessLookupError):
             os.kill(item.pid, signal.SIGKILL)
         return self.ledger.process_killed(item.pid)
+
+
+def _frame_within_limit(msg: object) -> bytes:
+    """``frame(msg)``, never ``FrameTooLarge``: a ``Status`` swollen past the frame limit (a flood
+    of waiting requests, owners named with 250 KB) keeps halving its lists of leases and waiting
+    requests until it fits, and anything else too large becomes a ``ProtocolError`` saying so."""
+    while True:
+        try:
+            return frame(msg)
+        except FrameTooLarge as exc:
+            snapshot = msg.snapshot if isinstance(msg, Status) else None
+            if snapshot is None or not (snapshot.leases or snapshot.waiting):
+                log.warning("%s: sending an error instead", exc)
+                return frame(ProtocolError(message=str(exc)))
+            leases, waiting = snapshot.leases, snapshot.waiting
+            half = dataclasses.replace(
+                snapshot, leases=leases[: len(leases) // 2], waiting=waiting[: len(waiting) // 2]
+            )
+            msg = Status(snapshot=half)
 
 
 # --------------------------------------------------------------------------- entry point
