@@ -43,7 +43,7 @@ def check_safetensors(handle: BinaryIO, size: int, what: str) -> None:
         )
     try:
         header = json.loads(handle.read(header_length))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise BadInput(f"{what} has an unreadable safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise BadInput(f"{what} has a safetensors header that is not an object")

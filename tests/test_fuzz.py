@@ -87,6 +87,9 @@ def long_run_timeout(seconds: float):
     return pytest.mark.timeout(0 if LONG_RUN else seconds)
 
 
+pytestmark = long_run_timeout(300)
+
+
 # --------------------------------------------------------------------------- guards
 
 
@@ -273,10 +276,20 @@ def json_values(max_leaves: int = 12) -> st.SearchStrategy:
     )
 
 
+def nested_json() -> st.SearchStrategy[bytes]:
+    """Deeply nested JSON text: Python's parser recurses once per level (the limit is 1000, and
+    hypothesis raises it by 2000 while a test runs). Depths are sampled: hypothesis draws small
+    integers far more often than large ones."""
+    depths = st.sampled_from((1, 990, 3000, 50_000, 50_000))
+    return st.tuples(depths, st.sampled_from((b"[", b'{"a":'))).map(
+        lambda n_open: n_open[1] * n_open[0] + b"0" + (b"]" if n_open[1] == b"[" else b"}") * n_open[0]
+    )
+
+
 TOKENS = (
-    b"[" * 3000,
+    b"[" * 50_000,
     b"{" * 100,
-    b'{"a":' * 2000,
+    b'{"a":' * 20_000,
     b"NaN",
     b"-Infinity",
     b"1e999",

@@ -22,10 +22,12 @@ from tests.test_fuzz import (
     corpus_params,
     fuzz_settings,
     in_folder,
+    long_run_timeout,
     no_writes_under,
 )
 from workers.errors import BadInput
 
+pytestmark = long_run_timeout(300)
 KINDS = ("image", "chat", "video", "music", "brush")
 ARGV_CHARACTERS = st.characters(exclude_categories=("Cs",), exclude_characters="\x00") | st.sampled_from(
     ("\udcff", "\udc80")  # undecodable argv bytes arrive as surrogate escapes

@@ -29,13 +29,16 @@ from tests.test_fuzz import (
     fuzz_settings,
     in_folder,
     json_values,
+    long_run_timeout,
     mutated,
+    nested_json,
     no_writes_under,
     texts,
 )
 from tests.test_hostile_projects import bomb_png
 from workers.errors import BadInput
 
+pytestmark = long_run_timeout(300)
 SIZE = 64
 
 
@@ -186,9 +189,17 @@ def rebuilt_projects(draw) -> bytes:
             case "twice":
                 entries += [(name, data, {}), (name, draw(entry_bytes(name)), {})]
     for _ in range(draw(st.integers(0, 2))):
-        name = draw(st.sampled_from(ODD_NAMES) | texts(20).filter(bool))
+        name = draw(st.sampled_from(ODD_NAMES) | texts(20).filter(_zip_name))
         entries.append((name, draw(st.binary(max_size=32)), draw(ENTRY_ATTRIBUTES)))
     return _zip(draw(st.permutations(entries)))
+
+
+def _zip_name(name: str) -> bool:
+    """A name zipfile can write (a lone surrogate has no UTF-8)."""
+    try:
+        return bool(name.encode())
+    except UnicodeEncodeError:
+        return False
 
 
 def projects(real: bytes) -> st.SearchStrategy[bytes]:
@@ -368,13 +379,16 @@ TENSOR = st.fixed_dictionaries(
 def safetensors_files(draw) -> bytes:
     """Generated headers (a true or lying length, tensors with any offsets), mutated real files
     and plain bytes."""
-    choice = draw(st.integers(0, 2))
+    choice = draw(st.integers(0, 3))
     if choice == 0:
         return draw(mutated(real_safetensors()))
-    if choice == 1:
+    if choice in (1, 2):
         header = draw(st.dictionaries(texts(12), TENSOR | json_values(4), max_size=4))
         raw = json.dumps(header).encode()
         length = draw(st.just(len(raw)) | st.integers(0, 2**64 - 1) | st.sampled_from((0, 1, 2**40)))
+        if choice == 2:  # the JSON text itself damaged, under a length that tells the truth
+            raw = draw(mutated(raw, head=len(raw)) | nested_json())
+            length = len(raw)
         return struct.pack("<Q", length) + raw + draw(st.binary(max_size=64))
     return draw(st.binary(max_size=64))
 

@@ -114,7 +114,7 @@ def _parameters(text: str) -> dict[str, Any]:
     """Parameters from a tag or a sidecar: a JSON object, else none."""
     try:
         params = json.loads(text) if text else {}
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, an integer of 4301 digits, nested too deep
         return {}
     return params if isinstance(params, dict) else {}
 

@@ -101,7 +101,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path.name} is not a readable video ({exc})") from None
     try:
         params = json.loads(text) if text else {}
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, an integer of 4301 digits, nested too deep
         return {}
     return params if isinstance(params, dict) else {}
 
