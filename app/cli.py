@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from app.cli_brush import add_brush
+from app.cli_schema import add_options, given
 from workers.atomic import check_writable
 from workers.errors import BadInput
 from workers.protocol import (
@@ -25,7 +26,6 @@ from workers.protocol import (
     MusicRequest,
     VideoRequest,
 )
-from workers.schema import params
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -52,122 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_common(p: argparse.ArgumentParser, out: bool = True) -> None:
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--model", default=None, help="catalog id, hub id, local folder or file")
-    p.add_argument("--seed", type=int, default=0)
-    if out:
-        p.add_argument("--out", default="", help="output file (default: the outputs folder)")
-
-
 def _add_image(p):
-    _add_common(p)
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--prompt", required=True, help="what to make")
+    add_options(p, ImageRequest)
 
 
 def _add_chat(p):
-    _add_common(p, out=False)
+    p.add_argument("--prompt", required=True, help="your message")
     p.add_argument("--system", default="", help="system prompt")
-    p.add_argument("--quant", default="auto", choices=["auto", "nf4", "fp4", "int8", "bf16", "fp16", "fp32"])
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--assisted", default="", help="'prompt_lookup' or a draft model for assisted decoding")
-    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin/.pt) weights")
+    add_options(p, ChatRequest)
 
 
 def _add_video(p):
-    _add_common(p)
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--prompt", required=True, help="what to make")
+    add_options(p, VideoRequest)
 
 
 def _add_music(p):
-    _add_common(p)
-    p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--chords", default="")
-    p.add_argument("--bpm", type=float, default=0.0)
-    p.add_argument("--meter", default="4/4")
-    window = params(MusicRequest)["window_seconds"]
-    p.add_argument(
-        "--window-seconds",
-        type=float,
-        help=f"{window.spec.help} (default {window.default:g}: {window.spec.zero_means})",
-    )
+    p.add_argument("--prompt", required=True, help="what to make")
+    add_options(p, MusicRequest)
 
 
 def request_from_args(args: argparse.Namespace):
-    """Build the typed request; ``validate()`` names any bad field before a worker starts."""
-    model = {"model": args.model} if args.model else {}
+    """Build the typed request; ``validate()`` names any bad field before a worker starts.
+
+    Options not given are left out, so the request keeps each field's declared default."""
     match args.kind:
-        case "image":
-            request = ImageRequest(
-                prompt=args.prompt,
-                negative_prompt=args.negative_prompt,
-                steps=args.steps,
-                width=args.width,
-                height=args.height,
-                guidance=args.guidance,
-                seed=args.seed,
-                out_path=_checked_out(args.out),
-                **model,
-            )
+        case "image" | "video" | "music":
+            cls = {"image": ImageRequest, "video": VideoRequest, "music": MusicRequest}[args.kind]
+            fields = given(args, cls)
+            if fields.get("out_path"):
+                fields["out_path"] = _checked_out(fields["out_path"])
+            request = cls(prompt=args.prompt, **fields)
         case "chat":
             messages = ((ChatMessage(role="system", content=args.system),) if args.system else ()) + (
                 ChatMessage(role="user", content=args.prompt),
             )
-            request = ChatRequest(
-                messages=messages,
-                quant=args.quant,
-                max_new_tokens=args.max_new_tokens,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                top_k=args.top_k,
-                repetition_penalty=args.repetition_penalty,
-                stop=tuple(args.stop),
-                assisted=args.assisted,
-                allow_pickle=args.allow_pickle,
-                seed=args.seed,
-                **model,
-            )
-        case "video":
-            request = VideoRequest(
-                prompt=args.prompt,
-                negative_prompt=args.negative_prompt,
-                frames=args.frames,
-                fps=args.fps,
-                steps=args.steps,
-                width=args.width,
-                height=args.height,
-                guidance=args.guidance,
-                seed=args.seed,
-                out_path=_checked_out(args.out),
-                **model,
-            )
-        case "music":
-            request = MusicRequest(
-                prompt=args.prompt,
-                seconds=args.seconds,
-                chords=args.chords,
-                bpm=args.bpm,
-                meter=args.meter,
-                seed=args.seed,
-                out_path=_checked_out(args.out),
-                **model,
-                **({"window_seconds": args.window_seconds} if args.window_seconds is not None else {}),
-            )
+            request = ChatRequest(messages=messages, stop=tuple(args.stop), **given(args, ChatRequest))
     request.validate()
     return request
 

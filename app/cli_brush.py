@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.cli_schema import add_option
 from workers.atomic import check_writable
 from workers.errors import BadInput
 from workers.protocol import BRUSH_MERGE_STEPS, BrushBaseRequest, BrushLayer, BrushRenderRequest
-from workers.schema import default_of, params
+from workers.schema import default_of
 
 NEW_ONLY = ("negative_prompt", "size", "steps", "guidance", "model")
 LAYER_ONLY = ("mask", "prompt", "strength", "regen_step", "out")
@@ -30,36 +31,20 @@ def add_brush(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", required=True, metavar="FILE.hearth", help="the brush project")
     new = p.add_argument_group("start a project (--new)")
     new.add_argument("--new", metavar="PROMPT", help="generate a base image from PROMPT into a new project")
-    _option(new, BrushBaseRequest, "negative_prompt")
-    _option(new, BrushBaseRequest, "width", flag="--size", help="width and height, a multiple of 8")
-    _option(new, BrushBaseRequest, "steps", help="N, the denoising steps of the cached trajectory")
-    _option(new, BrushBaseRequest, "guidance")
-    _option(new, BrushBaseRequest, "model")
+    add_option(new, BrushBaseRequest, "negative_prompt")
+    add_option(new, BrushBaseRequest, "width", flag="--size", help="width and height, a multiple of 8")
+    add_option(new, BrushBaseRequest, "steps", help="N, the denoising steps of the cached trajectory")
+    add_option(new, BrushBaseRequest, "guidance")
+    add_option(new, BrushBaseRequest, "model")
     layer = p.add_argument_group("add a layer (--mask)")
     layer.add_argument(
         "--mask", metavar="MASK.png", help="white where the layer regenerates, black elsewhere"
     )
-    _option(layer, BrushLayer, "prompt")
-    _option(layer, BrushLayer, "strength")
-    _option(layer, BrushLayer, "regen_step", note="or N-3 if the project has fewer steps")
+    add_option(layer, BrushLayer, "prompt")
+    add_option(layer, BrushLayer, "strength")
+    add_option(layer, BrushLayer, "regen_step", note="or N-3 if the project has fewer steps")
     layer.add_argument("--out", metavar="OUT.png", help="the composite (default: the brush-renders folder)")
-    _option(p, BrushBaseRequest, "seed", help="the base image's seed, or the layer's")
-
-
-def _option(group, cls: type, name: str, flag: str = "", help: str = "", note: str = "") -> None:
-    """``--name`` with the type, help and default its request field declares (``workers.schema``).
-
-    The parsed value stays None when the option is not given, so the request keeps that default.
-    """
-    info = params(cls)[name]
-    default = f"default {info.default!r}" if info.type is str else f"default {info.default}"
-    extra = f"{default}, {note}" if note else default
-    group.add_argument(
-        flag or f"--{name.replace('_', '-')}",
-        dest=name if not flag else flag.removeprefix("--").replace("-", "_"),
-        type=info.type,
-        help=f"{help or info.spec.help} ({extra})",
-    )
+    add_option(p, BrushBaseRequest, "seed", help="the base image's seed, or the layer's")
 
 
 @dataclass

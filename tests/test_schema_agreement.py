@@ -120,3 +120,38 @@ def test_each_declared_limit_is_enforced_just_outside_it(request_cls):
                     continue
                 with pytest.raises(BadInput, match=info.label):
                     check_value(info, outside)
+
+
+CLI_KINDS = {"image": ImageRequest, "video": VideoRequest, "music": MusicRequest, "chat": ChatRequest}
+
+
+@pytest.mark.parametrize("kind", list(CLI_KINDS))
+def test_cli_options_are_every_declared_field_with_its_default_and_range(kind, capsys):
+    from app.cli import build_parser, request_from_args
+
+    request_cls = CLI_KINDS[kind]
+    request = request_from_args(build_parser().parse_args(["run", kind, "--prompt", "x"]))
+    for info in params(request_cls).values():
+        assert getattr(request, info.name) == info.default, info.name  # the schema's default, not a copy
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", kind, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for info in params(request_cls).values():
+        assert info.flag in shown, info.name
+        assert info.describe_range() in shown, info.name
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["run", "video", "--prompt", "x", "--memory-mode", "slices:2000"], "'slices:N' with N from 1 to 1024"),
+        (["run", "image", "--prompt", "x", "--steps", "10000"], "steps must be between 1 and 1000"),
+        (["run", "music", "--prompt", "x", "--window-seconds", "0.1"], "window seconds must be between"),
+        (["run", "chat", "--prompt", "x", "--top-p", "2"], "top-p must be between 0 and 1"),
+    ],
+)
+def test_out_of_range_is_refused_before_any_worker_by_the_same_schema(argv, problem):
+    from app.cli import build_parser, request_from_args
+
+    with pytest.raises(BadInput, match=problem):
+        request_from_args(build_parser().parse_args(argv))
