@@ -8,6 +8,7 @@ bitsandbytes; embeddings, the output head and norms stay in the compute precisio
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -414,10 +415,13 @@ def _footprint(metadata: dict, tensors: dict, name: str) -> GGUFFootprint:
         raise BadInput(f"{name} names no model architecture (general.architecture): not a model GGUF")
 
     def number(key: str, default: int = 0) -> int:
-        value = metadata.get(f"{arch}.{key}", default)
-        return int(value) if isinstance(value, int | float) else default
+        return _whole(metadata.get(f"{arch}.{key}", default), default)
 
     layers, hidden = number("block_count"), number("embedding_length")
+    if not 0 <= layers <= len(tensors):  # every block holds tensors; 2^32 of them would be 32 GB here
+        raise BadInput(
+            f"{name} is damaged or hostile: it claims {layers} blocks but holds {len(tensors)} tensors"
+        )
     heads = number("attention.head_count", 1) or 1
     kv_heads = number("attention.head_count_kv", heads) or heads
     sizes = {tensor: _tensor_bytes(shape, kind, name, tensor) for tensor, (shape, kind) in tensors.items()}
@@ -425,7 +429,7 @@ def _footprint(metadata: dict, tensors: dict, name: str) -> GGUFFootprint:
     for tensor, size in sizes.items():
         if tensor.startswith("blk."):
             index = tensor.split(".")[1]
-            if index.isdigit() and int(index) < layers:
+            if index.isascii() and index.isdigit() and len(index) < 10 and int(index) < layers:
                 blocks[int(index)] += size
     tied = "output.weight" not in sizes
     head = sizes.get("token_embd.weight", 0) if tied else sizes["output.weight"]
@@ -438,7 +442,7 @@ def _footprint(metadata: dict, tensors: dict, name: str) -> GGUFFootprint:
         key_length=number("attention.key_length", hidden // heads),
         value_length=number("attention.value_length", hidden // heads),
         context=number("context_length", DEFAULT_CONTEXT),
-        vocab=number("vocab_size") or int(metadata.get("tokenizer.ggml.tokens") or 0),
+        vocab=number("vocab_size") or _whole(metadata.get("tokenizer.ggml.tokens"), 0),
         intermediate=number("feed_forward_length"),
         block_bytes=tuple(blocks),
         input_bytes=sizes.get("token_embd.weight", 0),
@@ -448,6 +452,12 @@ def _footprint(metadata: dict, tensors: dict, name: str) -> GGUFFootprint:
         chat_template=str(metadata.get("tokenizer.chat_template") or ""),
         file_type=_file_type(metadata.get("general.file_type"), tensors),
     )
+
+
+def _whole(value, default: int) -> int:
+    """A header number as an int: a NaN, an infinity or a string (from a damaged file) is ``default``."""
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    return int(value) if finite else default
 
 
 def _tensor_bytes(shape: list[int], kind: int, name: str, tensor: str) -> int:
@@ -475,7 +485,7 @@ def _file_type(value, tensors: dict) -> str:
 
     try:
         return LlamaFileType(int(value)).name.removeprefix("MOSTLY_")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         pass
     kinds = Counter(kind for shape, kind in tensors.values() if len(shape) >= 2)
     if not kinds:

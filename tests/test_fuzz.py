@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import os
+import resource
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,8 @@ EXAMPLES_ENV = "HEARTH_FUZZ_EXAMPLES"
 LONG_RUN = bool(os.environ.get(EXAMPLES_ENV))
 MAX_EXTRA_MB = 100
 """Peak resident memory one example may add (the hostile-project tests' bound)."""
+ADDRESS_HEADROOM = 1 << 30
+"""Address space one example may map beyond what the process maps when it starts."""
 
 settings.register_profile(
     "hearth-fuzz",
@@ -102,10 +105,21 @@ def _status_kb(field: str) -> int:
 
 @contextlib.contextmanager
 def bounded_memory(max_extra_mb: float = MAX_EXTRA_MB) -> Iterator[None]:
-    """Asserts the block's peak resident memory stayed within ``max_extra_mb`` of the start."""
+    """Asserts the block's peak resident memory stayed within ``max_extra_mb`` of the start.
+
+    The block also runs under an address-space limit ``ADDRESS_HEADROOM`` above what the process
+    maps now: a reader that asks for gigabytes (a header's count of 2^32) fails at once with a
+    ``MemoryError``, which the property rejects, instead of taking the machine's memory first.
+    """
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the resident size now
     start = _status_kb("VmRSS")
-    yield
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _status_kb("VmSize") * 1024 + ADDRESS_HEADROOM
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     extra_mb = (_status_kb("VmHWM") - start) / 1024
     assert extra_mb < max_extra_mb, f"one input took {extra_mb:.0f} MB more memory"
 

@@ -434,36 +434,100 @@ def real_gguf() -> bytes:
 
 
 GGUF_TYPES = st.integers(0, 13)
+GGUF_FORMATS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+GGUF_KEYS = (
+    b"general.architecture",
+    b"general.alignment",
+    b"general.file_type",
+    b"llama.block_count",
+    b"llama.embedding_length",
+    b"llama.attention.head_count",
+    b"llama.context_length",
+    b"tokenizer.ggml.tokens",
+    b"tokenizer.chat_template",
+)
+"""Keys the header walk and the footprint reader act on (``llama`` is the embedded model's)."""
+
+
+def mostly(value, otherwise: st.SearchStrategy) -> st.SearchStrategy:
+    """``value`` three times in four: a header has to be mostly right for its later parts to be read."""
+    return st.one_of(st.just(value), st.just(value), st.just(value), otherwise)
+
+
+def _gguf_string(text: bytes, length: int | None = None) -> bytes:
+    return struct.pack("<Q", len(text) if length is None else length) + text
 
 
 @st.composite
 def gguf_values(draw, kind: int, depth: int = 0) -> bytes:
+    """A value of ``kind``: mostly well formed (any number, NaN included), sometimes not."""
     if kind == 8:
-        text = draw(texts(16)).encode("utf-8", "surrogatepass")
-        return struct.pack("<Q", draw(st.just(len(text)) | st.integers(0, 2**64 - 1))) + text
+        text = draw(st.just(b"llama") | texts(16).map(lambda t: t.encode("utf-8", "surrogatepass")))
+        return _gguf_string(text, draw(st.none() | st.none() | st.integers(0, 2**64 - 1)))
     if kind == 9 and depth < 5:
         item = draw(GGUF_TYPES)
         items = draw(st.lists(gguf_values(item, depth + 1), max_size=3))
-        count = draw(st.just(len(items)) | st.integers(0, 2**64 - 1))
+        count = draw(mostly(len(items), st.integers(0, 2**64 - 1)))
         return struct.pack("<IQ", item, count) + b"".join(items)
-    return draw(st.binary(min_size=0, max_size=8))
+    fmt = GGUF_FORMATS.get(kind)
+    if fmt is None or draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(min_size=0, max_size=8))
+    if fmt in ("<f", "<d"):
+        return struct.pack(fmt, draw(st.floats(width=32 if fmt == "<f" else 64)))
+    bits = 8 * struct.calcsize(fmt)
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if fmt.islower() else (0, 2**bits - 1)
+    return struct.pack(
+        fmt, draw(st.sampled_from((0, 1, 30, high)) | st.integers(low, high)) if fmt != "<?" else 1
+    )
+
+
+@st.composite
+def gguf_tensor_infos(draw) -> bytes:
+    name = draw(
+        st.sampled_from(("blk.0.w", "blk.29.w", "blk.².w", "blk." + "1" * 4301 + ".w", "output.weight"))
+    )
+    dims = draw(st.lists(st.integers(0, 2**64 - 1) | st.sampled_from((1, 64, 576)), max_size=3))
+    kind = draw(mostly(0, st.sampled_from((1, 2, 8, 30, 2**32 - 1))))
+    head = _gguf_string(name.encode()) + struct.pack("<I", draw(mostly(len(dims), st.integers(0, 2**32 - 1))))
+    return (
+        head
+        + b"".join(struct.pack("<Q", d) for d in dims)
+        + struct.pack("<IQ", kind, draw(st.integers(0, 64)))
+    )
 
 
 @st.composite
 def gguf_files(draw, real: bytes) -> bytes:
-    """Generated headers (counts, keys and values of every type, any lengths) and mutated real ones."""
+    """Generated headers (counts, keys and values of every type, tensor infos, any lengths) and
+    mutated real ones."""
     if draw(st.booleans()):
         return draw(mutated(real, head=4096))
-    keys = []
-    for _ in range(draw(st.integers(0, 4))):
-        kind = draw(GGUF_TYPES)
-        name = draw(st.sampled_from((b"general.alignment", b"general.architecture", b"llama.block_count")))
-        keys.append(struct.pack("<Q", len(name)) + name + struct.pack("<I", kind) + draw(gguf_values(kind)))
-    tensors = draw(st.integers(0, 3) | st.integers(0, 2**64 - 1))
-    count = draw(st.just(len(keys)) | st.integers(0, 2**64 - 1))
-    version = draw(st.sampled_from((2, 3)) | st.integers(0, 2**32 - 1))
+    keys = [_gguf_string(b"general.architecture") + struct.pack("<I", 8) + _gguf_string(b"llama")] * draw(
+        mostly(1, st.just(0))
+    )
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(mostly(4, GGUF_TYPES))
+        keys.append(
+            _gguf_string(draw(st.sampled_from(GGUF_KEYS))) + struct.pack("<I", kind) + draw(gguf_values(kind))
+        )
+    infos = draw(st.lists(gguf_tensor_infos(), max_size=3))
+    tensors = draw(mostly(len(infos), st.integers(0, 2**64 - 1)))
+    count = draw(mostly(len(keys), st.integers(0, 2**64 - 1)))
+    version = draw(mostly(3, st.integers(0, 2**32 - 1)))
     head = b"GGUF" + struct.pack("<IQQ", version, tensors, count)
-    return head + b"".join(keys) + draw(st.binary(max_size=64))
+    return head + b"".join(keys) + b"".join(infos) + draw(st.binary(max_size=64))
 
 
 def check_gguf(scratch: Path, data: bytes) -> None:
