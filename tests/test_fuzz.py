@@ -543,8 +543,15 @@ def test_fuzz_corpus_codec(case):
     check_decode(corpus_bytes(case))
 
 
+REPLAYED = {"codec", "project", "media", "sidecar", "safetensors", "gguf", "cli", "arbiter"}
+"""Corpus folders some test replays (``corpus_params``); tests/fuzz_corpus/README.md says which."""
+
+
 def test_fuzz_corpus_files_are_named_for_what_they_hold():
-    """A corpus file's name says what broke; its bytes are the input (``.gz``: compressed)."""
-    for folder in CORPUS.iterdir() if CORPUS.is_dir() else ():
+    """Every corpus folder is replayed, and a file's name says what broke (its bytes are the
+    input; ``.gz``: compressed)."""
+    folders = [path for path in CORPUS.iterdir() if path.is_dir()]
+    assert {folder.name for folder in folders} <= REPLAYED
+    for folder in folders:
         for path in folder.iterdir():
             assert path.name == path.name.lower() and " " not in path.name, path
