@@ -268,10 +268,22 @@ class WorkerRuntime:
         )
 
     def _drop_lease(self, key: str, held: HeldLease) -> None:
+        self._give_back(key, held, answering_revoke=False)
+
+    def _give_back(
+        self, key: str, held: HeldLease, *, answering_revoke: bool, resuming: bool = False
+    ) -> None:
+        """The one way memory goes back: free the weights, forget the cached model (unless this
+        job resumes on it), return PyTorch's cached blocks, and only then tell the arbiter, which
+        grants the memory again once the device shows it free."""
         held.on_release()
-        self.cache.drop(key)
+        if not resuming:
+            self.cache.drop(key)
         self._return_cached_blocks()
-        held.lease.release()
+        if answering_revoke:
+            held.lease.done_revoke(0, "released")
+        else:
+            held.lease.release()
         del self.leases[key]
 
     def _return_cached_blocks(self) -> None:
@@ -315,10 +327,7 @@ class WorkerRuntime:
                 held.lease.done_revoke(leaner[0].bytes, leaner[0].name)
                 ctx.status(f"memory reduced: running {leaner[0].name} ({revoke.reason})")
                 continue
-            held.on_release()
-            self._return_cached_blocks()
-            held.lease.done_revoke(0, "released")
-            del self.leases[key]
+            self._give_back(key, held, answering_revoke=True, resuming=True)
             ctx.status(f"paused: {revoke.reason}")
             lease = self._acquire(ctx, key, held.tiers, held.lease.can_grow)
             self.leases[key] = dataclasses.replace(held, lease=lease)
@@ -384,11 +393,7 @@ class WorkerRuntime:
     def _honour_idle_revokes(self) -> None:
         for key, held in list(self.leases.items()):
             if held.lease.revoke_requested() is not None:
-                held.on_release()
-                self.cache.drop(key)
-                self._return_cached_blocks()
-                held.lease.done_revoke(0, "released")
-                del self.leases[key]
+                self._give_back(key, held, answering_revoke=True)
 
     def _mark_leases_idle(self) -> None:
         for held in self.leases.values():
@@ -396,6 +401,7 @@ class WorkerRuntime:
                 held.lease.set_idle(True)
 
     def _release_all(self) -> None:
+        """At exit: the process ending frees its memory, so the leases are only ended."""
         for held in self.leases.values():
             with contextlib.suppress(Exception):
                 held.lease.release()

@@ -81,7 +81,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Ledger(SchedulingPolicy):
+class Ledger:
     """Grants, queues, revokes and refuses VRAM leases for every Hearth process on the machine."""
 
     def __init__(
@@ -104,21 +104,22 @@ class Ledger(SchedulingPolicy):
         self.aging_s = aging_s
         self.keep_warm_s = keep_warm_s
         self.grow_settle_s = grow_settle_s
-        self._clock = clock
+        self.clock = clock
         # A restarted arbiter must not reuse the ids that re-registering clients still hold.
-        self._prefix = lease_prefix if lease_prefix is not None else f"L{secrets.token_hex(3)}-"
-        self._ids = itertools.count(1)
+        self.lease_prefix = lease_prefix if lease_prefix is not None else f"L{secrets.token_hex(3)}-"
+        self.lease_ids = itertools.count(1)
         self._seq = itertools.count()
         self._clients: dict[str, ClientRecord] = {}
-        self._leases: dict[str, LeaseRecord] = {}
-        self._waiters: dict[str, WaiterRecord] = {}
-        self._returning: list[ReturningMemory] = []
-        self._hold_until = float("-inf")
+        self.leases: dict[str, LeaseRecord] = {}
+        self.waiters: dict[str, WaiterRecord] = {}
+        self.returning: list[ReturningMemory] = []
+        self.hold_until = float("-inf")
+        self.policy = SchedulingPolicy(self)
 
     def hold_grants(self, seconds: float) -> None:
         """Grant nothing for ``seconds``: after a crash, the clients that still hold memory need a
         moment to reconnect and re-register it, or a fresh request could be granted that memory."""
-        self._hold_until = self._clock() + seconds
+        self.hold_until = self.clock() + seconds
 
     # ----------------------------------------------------------------------- budget
 
@@ -126,18 +127,18 @@ class Ledger(SchedulingPolicy):
         """Bytes the ledger may lease in total right now."""
         return max(0, self.device.total() - self.headroom - self.device.used_outside())
 
-    def _totals(self) -> Totals:
-        leases = list(self._leases.values())
+    def totals(self) -> Totals:
+        leases = list(self.leases.values())
         return Totals(
             leased=sum(lease.bytes + lease.reserved for lease in leases),
-            returning=sum(item.bytes for item in self._returning),
+            returning=sum(item.bytes for item in self.returning),
             incoming=sum(lease.incoming for lease in leases),
             leases=leases,
         )
 
     def available(self) -> int:
         """Bytes that can be granted now: budget minus leases minus memory still returning."""
-        totals = self._totals()
+        totals = self.totals()
         return self.budget() - totals.leased - totals.returning
 
     # ----------------------------------------------------------------------- dispatch
@@ -177,13 +178,13 @@ class Ledger(SchedulingPolicy):
         """A client connected; ``held`` are leases it kept across an arbiter restart."""
         self._clients[client] = ClientRecord(owner=owner, pid=pid)
         self.device.track_pid(pid)
-        now = self._clock()
+        now = self.clock()
         if held:
             log.info("%s (pid %d) re-registered %d lease(s)", owner, pid, len(held))
         for item in held:
             # Memory already allocated is a fact, not a request: accept it even over budget;
             # the over-commit check below then revokes what no longer fits.
-            self._leases[item.lease_id] = LeaseRecord(
+            self.leases[item.lease_id] = LeaseRecord(
                 lease_id=item.lease_id,
                 client=client,
                 owner=owner,
@@ -200,7 +201,7 @@ class Ledger(SchedulingPolicy):
                 granted_rank=RANK[item.priority],
                 can_grow=item.can_grow,
             )
-        return self._schedule()
+        return self.policy.schedule()
 
     def request(self, client: str, request: Request) -> list[Send]:
         """Grant, queue (``Waiting``) or refuse at once (``Refused``)."""
@@ -209,9 +210,9 @@ class Ledger(SchedulingPolicy):
         refusal = self._refusal(request, tiers)
         if refusal:
             return [Send(client, Refused(request_id=request.request_id, reason=refusal))]
-        if request.request_id in self._waiters:
+        if request.request_id in self.waiters:
             raise LedgerError(f"request {request.request_id!r} is already waiting")
-        self._waiters[request.request_id] = WaiterRecord(
+        self.waiters[request.request_id] = WaiterRecord(
             request=Request(
                 request_id=request.request_id,
                 job=request.job,
@@ -224,24 +225,24 @@ class Ledger(SchedulingPolicy):
             client=client,
             owner=owner,
             pid=pid,
-            arrived=self._clock(),
+            arrived=self.clock(),
             seq=next(self._seq),
         )
-        return self._schedule()
+        return self.policy.schedule()
 
     def release(self, client: str, lease_id: str) -> list[Send]:
         """The holder freed the memory; it returns to the pool once the device shows it."""
         lease = self._own_lease(client, lease_id)
         self._end_lease(lease)
-        return self._schedule()
+        return self.policy.schedule()
 
     def set_idle(self, client: str, lease_id: str, idle: bool) -> list[Send]:
         lease = self._own_lease(client, lease_id)
         lease.idle = idle
-        lease.idle_since = self._clock()
+        lease.idle_since = self.clock()
         if idle:
             lease.grow = None  # its job ended: nobody will take the offer up
-        return self._schedule()
+        return self.policy.schedule()
 
     def revoke_done(self, client: str, lease_id: str, new_bytes: int, tier: str = "") -> list[Send]:
         """The holder shrank to ``new_bytes`` (0: unloaded, the lease ends)."""
@@ -257,7 +258,7 @@ class Ledger(SchedulingPolicy):
             self._end_lease(lease)
         else:
             self._shrink(lease, new_bytes, tier or lease.tier)
-        return self._schedule()
+        return self.policy.schedule()
 
     def grow_done(self, client: str, lease_id: str, new_bytes: int, tier: str = "") -> list[Send]:
         """The holder took up a ``Grow`` (or declined it with its bytes unchanged).
@@ -285,31 +286,31 @@ class Ledger(SchedulingPolicy):
             self._shrink(lease, new_bytes, tier or lease.tier)
         else:
             lease.bytes, lease.tier = new_bytes, tier or lease.tier
-        return self._schedule()
+        return self.policy.schedule()
 
     def cancel(self, client: str, request_id: str) -> list[Send]:
-        waiter = self._waiters.get(request_id)
+        waiter = self.waiters.get(request_id)
         # A cancel racing a grant is normal: the client releases the late grant itself.
         if waiter is not None and waiter.client == client:
-            del self._waiters[request_id]
-        return self._schedule()
+            del self.waiters[request_id]
+        return self.policy.schedule()
 
     def observe(self, client: str, reading: DeviceReading) -> list[Send]:
         """A worker's real device reading (used by the CUDA view; ignored by the simulation)."""
         pid = self._clients[client].pid if client in self._clients else 0
         self.device.observe(pid, reading)
-        return self._schedule()
+        return self.policy.schedule()
 
     def disconnect(self, client: str) -> list[Send]:
         """The connection closed: its leases end and its requests stop waiting."""
         self._drop_client(client)
-        return self._schedule()
+        return self.policy.schedule()
 
     def _drop_client(self, client: str) -> None:
-        for lease in [lease for lease in self._leases.values() if lease.client == client]:
+        for lease in [lease for lease in self.leases.values() if lease.client == client]:
             self._end_lease(lease)
-        for request_id in [rid for rid, w in self._waiters.items() if w.client == client]:
-            del self._waiters[request_id]
+        for request_id in [rid for rid, w in self.waiters.items() if w.client == client]:
+            del self.waiters[request_id]
         gone = self._clients.pop(client, None)
         if gone and not any(c.pid == gone.pid for c in self._clients.values()):
             self.device.forget_pid(gone.pid)
@@ -321,21 +322,21 @@ class Ledger(SchedulingPolicy):
         """
         for client in [name for name, c in self._clients.items() if c.pid == pid]:
             self._drop_client(client)
-        for lease in [lease for lease in self._leases.values() if lease.pid == pid]:
+        for lease in [lease for lease in self.leases.values() if lease.pid == pid]:
             self._end_lease(lease)
         self.device.forget_pid(pid)
-        return self._schedule()
+        return self.policy.schedule()
 
     def tick(self) -> list[Send]:
         """Call about ten times a second: returning memory, aging and device changes."""
-        return self._schedule()
+        return self.policy.schedule()
 
     def overdue(self) -> list[Overdue]:
         """Leases whose holders missed their revoke deadline (the server kills those pids)."""
-        now = self._clock()
+        now = self.clock()
         return [
             Overdue(lease.lease_id, lease.client, lease.pid, lease.owner, lease.job)
-            for lease in self._leases.values()
+            for lease in self.leases.values()
             if lease.revoke and now > lease.revoke.deadline
         ]
 
@@ -356,7 +357,7 @@ class Ledger(SchedulingPolicy):
                 revoking=lease.revoke is not None,
                 throttled=lease.throttle[0],
             )
-            for lease in sorted(self._leases.values(), key=lambda lease: (lease.owner, lease.granted_at))
+            for lease in sorted(self.leases.values(), key=lambda lease: (lease.owner, lease.granted_at))
         )
         waiting = tuple(
             WaitInfo(
@@ -366,7 +367,7 @@ class Ledger(SchedulingPolicy):
                 priority=w.request.priority,
                 reason=w.reason,
             )
-            for w in self._queue_order()
+            for w in self.policy.queue_order()
         )
         return LedgerSnapshot(
             budget=self.budget(),
@@ -375,7 +376,7 @@ class Ledger(SchedulingPolicy):
             used_outside=self.device.used_outside(),
             leases=leases,
             waiting=waiting,
-            returning=sum(item.bytes for item in self._returning),
+            returning=sum(item.bytes for item in self.returning),
             device=self.device.describe(),
             clients=len(self._clients),
         )
@@ -389,7 +390,7 @@ class Ledger(SchedulingPolicy):
         return owner or known.owner, known.pid
 
     def _own_lease(self, client: str, lease_id: str) -> LeaseRecord:
-        lease = self._leases.get(lease_id)
+        lease = self.leases.get(lease_id)
         if lease is None:
             raise LedgerError(f"unknown lease {lease_id!r} (already released, revoked or never granted)")
         if lease.client != client:
@@ -416,28 +417,28 @@ class Ledger(SchedulingPolicy):
     # ----------------------------------------------------------------------- helpers: leases
 
     def _end_lease(self, lease: LeaseRecord) -> None:
-        del self._leases[lease.lease_id]
+        del self.leases[lease.lease_id]
         if lease.bytes:
-            self._returning.append(ReturningMemory(lease.pid, lease.bytes, self._clock(), lease.job))
+            self.returning.append(ReturningMemory(lease.pid, lease.bytes, self.clock(), lease.job))
 
     def _shrink(self, lease: LeaseRecord, new_bytes: int, tier: str) -> None:
         freed = lease.bytes - new_bytes
         lease.bytes, lease.tier = new_bytes, tier
-        lease.offer_after = self._clock() + self.grow_settle_s
+        lease.offer_after = self.clock() + self.grow_settle_s
         if lease.revoke and new_bytes <= lease.revoke.target_bytes:
             lease.revoke = None
         if freed:
-            self._returning.append(ReturningMemory(lease.pid, freed, self._clock(), lease.job))
+            self.returning.append(ReturningMemory(lease.pid, freed, self.clock(), lease.job))
 
-    def _confirm_returns(self) -> None:
+    def confirm_returns(self) -> None:
         """Drop returning memory the device shows free again, or whose lag window has passed.
 
         A reading taken after the release that still shows the memory held (PyTorch kept it
         cached) outweighs the lag window, up to a revoke deadline more: the memory is not free.
         """
-        now = self._clock()
+        now = self.clock()
         kept = []
-        for item in self._returning:
+        for item in self.returning:
             waited = now - item.freed_at
             shown = self._reading_shows_free(item)
             if shown or (waited >= self.lag_window_s and shown is None):
@@ -446,17 +447,17 @@ class Ledger(SchedulingPolicy):
                 log.warning("%s freed memory the device still shows in use; trusting the holder", item.job)
                 continue
             kept.append(item)
-        self._returning = kept
+        self.returning = kept
 
     def _reading_shows_free(self, item: ReturningMemory) -> bool | None:
         """True/False from a reading taken after the release; None when there is none yet."""
         reading = self.device.process_reading(item.pid)
         if reading is None or reading.taken_at < item.freed_at:
             return None
-        still_leased = sum(lease.bytes for lease in self._leases.values() if lease.pid == item.pid)
+        still_leased = sum(lease.bytes for lease in self.leases.values() if lease.pid == item.pid)
         later = sum(
             other.bytes
-            for other in self._returning
+            for other in self.returning
             if other.pid == item.pid and other.freed_at > reading.taken_at
         )
         return reading.used <= still_leased + later

@@ -23,6 +23,8 @@ The policy (docs/ARCHITECTURE.md, "The arbiter"; issue 7):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 from workers.arbiter.messages import Granted, Grow, Request, Revoke, Throttle, Tier, Waiting
 from workers.arbiter.records import (
@@ -40,6 +42,10 @@ from workers.arbiter.records import (
 from workers.arbiter.units import format_bytes
 from workers.protocol import Priority
 
+if TYPE_CHECKING:
+    from workers.arbiter.device import DeviceView
+    from workers.arbiter.records import ReturningMemory, Totals
+
 log = logging.getLogger("workers.arbiter.ledger")
 
 STREAM_TARGET_SHARE = 0.75
@@ -49,23 +55,54 @@ _Plan = dict[str, tuple[LeaseRecord, Tier | None, str]]
 """lease id -> (lease, leaner tier or None to unload, why)."""
 
 
+class LedgerState(Protocol):
+    """What the policy reads of the ledger, and the records it updates when it grants or revokes."""
+
+    device: DeviceView
+    aging_s: float
+    keep_warm_s: float
+    grow_settle_s: float
+    revoke_deadline_s: float
+    clock: Callable[[], float]
+    lease_prefix: str
+    lease_ids: Iterator[int]
+    leases: dict[str, LeaseRecord]
+    waiters: dict[str, WaiterRecord]
+    returning: list[ReturningMemory]
+    hold_until: float
+
+    def budget(self) -> int: ...
+
+    def available(self) -> int: ...
+
+    def totals(self) -> Totals: ...
+
+    def confirm_returns(self) -> None: ...
+
+
 class SchedulingPolicy:
-    """Mixed into ``Ledger``: everything that chooses, none of the bookkeeping of messages."""
+    """Everything that chooses, none of the bookkeeping of messages: the ledger asks ``schedule()``
+    after every change and sends what it returns."""
+
+    def __init__(self, ledger: LedgerState) -> None:
+        self.ledger = ledger
 
     # ----------------------------------------------------------------------- queue
 
     def _effective_rank(self, waiter: WaiterRecord, now: float) -> int:
-        lift = int((now - waiter.arrived) / self.aging_s) if self.aging_s > 0 else 0
+        lift = int((now - waiter.arrived) / self.ledger.aging_s) if self.ledger.aging_s > 0 else 0
         return max(0, RANK[waiter.request.priority] - lift)
 
-    def _queue_order(self) -> list[WaiterRecord]:
-        now = self._clock()
-        return sorted(self._waiters.values(), key=lambda w: (self._effective_rank(w, now), w.arrived, w.seq))
+    def queue_order(self) -> list[WaiterRecord]:
+        now = self.ledger.clock()
+        return sorted(
+            self.ledger.waiters.values(), key=lambda w: (self._effective_rank(w, now), w.arrived, w.seq)
+        )
 
-    def _schedule(self) -> list[Send]:
-        self._confirm_returns()
-        queue = self._queue_order()
-        if self._clock() < self._hold_until:
+    def schedule(self) -> list[Send]:
+        self.ledger.confirm_returns()
+        queue = self.queue_order()
+        if self.ledger.clock() < self.ledger.hold_until:
             reason = "waiting for Hearth's processes to re-register their memory after an arbiter restart"
             return [send for waiter in queue for send in self._tell_waiting(waiter, reason)]
         self._lapse_grows()
@@ -75,7 +112,7 @@ class SchedulingPolicy:
             if tier is not None and not self._worth_waiting(waiter, tier):
                 out.append(self._grant(waiter, tier))
                 continue
-            if self.device.ready() and waiter.request.tiers[-1].bytes > self.budget():
+            if self.ledger.device.ready() and waiter.request.tiers[-1].bytes > self.ledger.budget():
                 # Other programs grew since it queued: Hearth freeing memory cannot help it, so
                 # it must not hold up the requests behind it.
                 out += self._tell_waiting(waiter, self._outside_reason(waiter.request))
@@ -88,13 +125,13 @@ class SchedulingPolicy:
         return out + self._offer_grows() + self._update_throttles()
 
     def _fitting_tier(self, waiter: WaiterRecord) -> Tier | None:
-        if not self.device.ready():
+        if not self.ledger.device.ready():
             return None
-        available = self.available()
+        available = self.ledger.available()
         fitting = [tier for tier in waiter.request.tiers if tier.bytes <= available]
         if not fitting:
             return None
-        if any(not lease.idle for lease in self._leases.values()):
+        if any(not lease.idle for lease in self.ledger.leases.values()):
             # Others compute too: GPU time is what everyone shares, so skip a tier that is larger
             # *and* much slower than another that fits (int8 next to nf4): its every step takes
             # time from the other jobs for a small gain in quality.
@@ -105,10 +142,10 @@ class SchedulingPolicy:
 
     def _grant(self, waiter: WaiterRecord, tier: Tier) -> Send:
         request = waiter.request
-        lease_id = f"{self._prefix}{next(self._ids)}"
-        now = self._clock()
+        lease_id = f"{self.ledger.lease_prefix}{next(self.ledger.lease_ids)}"
+        now = self.ledger.clock()
         rank = self._effective_rank(waiter, now)
-        self._leases[lease_id] = LeaseRecord(
+        self.ledger.leases[lease_id] = LeaseRecord(
             lease_id=lease_id,
             client=waiter.client,
             owner=waiter.owner,
@@ -124,9 +161,9 @@ class SchedulingPolicy:
             can_grow=request.can_grow,
             loading_until=now + tier_reload_s(tier),
             granted_rank=rank,
-            protected_until=now + self.aging_s if rank < RANK[request.priority] else 0.0,
+            protected_until=now + self.ledger.aging_s if rank < RANK[request.priority] else 0.0,
         )
-        del self._waiters[request.request_id]
+        del self.ledger.waiters[request.request_id]
         log.info("granted %s %s to %s (%s)", format_bytes(tier.bytes), tier.name, waiter.owner, request.job)
         return Send(
             waiter.client,
@@ -151,11 +188,11 @@ class SchedulingPolicy:
 
     def _room_plan(self, waiter: WaiterRecord) -> tuple[Tier, int, list[LeaseRecord]]:
         """(the tier to aim for, bytes free once returns and revokes land, weaker active leases)."""
-        totals = self._totals()
-        now = self._clock()
+        totals = self.ledger.totals()
+        now = self.ledger.clock()
         rank = self._effective_rank(waiter, now)
         weaker = [lease for lease in self._active_unrevoked() if lease.rank(now) > rank]
-        free = self.budget() - totals.leased + totals.incoming
+        free = self.ledger.budget() - totals.leased + totals.incoming
         return self._target_tier(waiter.request, free, weaker), free, weaker
 
     def _worth_waiting(self, waiter: WaiterRecord, fitting: Tier) -> bool:
@@ -166,11 +203,11 @@ class SchedulingPolicy:
         return 0 < target.est_step_s * CHEAP_SLOWDOWN < fitting.est_step_s
 
     def _make_room(self, waiter: WaiterRecord) -> list[Send]:
-        if not self.device.ready():
+        if not self.ledger.device.ready():
             return self._tell_waiting(waiter, "waiting for the first GPU memory reading from a worker")
         request = waiter.request
-        totals = self._totals()
-        available = self.budget() - totals.leased - totals.returning
+        totals = self.ledger.totals()
+        available = self.ledger.budget() - totals.leased - totals.returning
         target, free, weaker = self._room_plan(waiter)
         short = target.bytes - free
         out: list[Send] = []
@@ -180,11 +217,11 @@ class SchedulingPolicy:
 
     def _reclaim_overcommit(self) -> list[Send]:
         """Other programs grew (or re-registered leases exceed a new budget): take memory back."""
-        totals = self._totals()
-        budget = self.budget()
+        totals = self.ledger.totals()
+        budget = self.ledger.budget()
         # Returning memory leaves by itself; only live leases may need to shrink.
         short = totals.leased - totals.incoming - budget
-        if short <= 0 or not self.device.ready():
+        if short <= 0 or not self.ledger.device.ready():
             return []
         reason = f"Hearth's memory budget shrank to {format_bytes(budget)} (other programs use more)"
         weaker = [lease for lease in self._active_unrevoked() if lease.priority is not Priority.interactive]
@@ -195,7 +232,7 @@ class SchedulingPolicy:
         at a time, and a grow is answered at the holder's next step boundary)."""
         return [
             lease
-            for lease in self._leases.values()
+            for lease in self.ledger.leases.values()
             if not lease.idle and lease.revoke is None and lease.grow is None
         ]
 
@@ -208,14 +245,19 @@ class SchedulingPolicy:
         ``grow_settle_s`` of their last shrink, and only from free memory or from stale idle
         leases (the ones evicted first for anything anyway): never by shrinking or pausing anyone.
         """
-        now = self._clock()
-        if self._waiters or not self.device.ready() or now < self._hold_until or self._returning:
+        now = self.ledger.clock()
+        if (
+            self.ledger.waiters
+            or not self.ledger.device.ready()
+            or now < self.ledger.hold_until
+            or self.ledger.returning
+        ):
             return []
-        available = self.available()
+        available = self.ledger.available()
         stale = sorted(
             (
                 lease
-                for lease in self._leases.values()
+                for lease in self.ledger.leases.values()
                 if lease.idle and not lease.revoke and self._is_stale(lease, now)
             ),
             key=lambda lease: lease.keep_value(now),
@@ -242,7 +284,7 @@ class SchedulingPolicy:
                 return out + [self._order_revoke(idle, 0, "", reason) for idle, _, _ in plan.values()]
             tier = faster[0]  # the largest that fits is the fastest (tiers are kept largest first)
             lease.grow = GrowOrder(
-                target_bytes=tier.bytes, tier=tier.name, deadline=now + self.revoke_deadline_s
+                target_bytes=tier.bytes, tier=tier.name, deadline=now + self.ledger.revoke_deadline_s
             )
             available -= tier.bytes - lease.bytes
             log.info("offering %s back to %s: %s", format_bytes(tier.bytes), lease.owner, tier.name)
@@ -258,18 +300,18 @@ class SchedulingPolicy:
     def _lapse_grows(self) -> None:
         """Offers not taken up in time lapse; so do all of them when the budget shrank below the
         leases (other programs grew): the memory set aside is the first to give back."""
-        now = self._clock()
-        over = self._totals().leased > self.budget()
-        for lease in self._leases.values():
+        now = self.ledger.clock()
+        over = self.ledger.totals().leased > self.ledger.budget()
+        for lease in self.ledger.leases.values():
             if lease.grow is not None and (over or now > lease.grow.deadline):
                 lease.grow = None
-                lease.offer_after = now + self.grow_settle_s
+                lease.offer_after = now + self.ledger.grow_settle_s
 
     def _free_memory(self, short: int, weaker: list[LeaseRecord], reason: str) -> list[Send]:
         """Order revokes worth ``short`` bytes, cheapest first (see the module docstring)."""
-        now = self._clock()
+        now = self.ledger.clock()
         idle = sorted(
-            (lease for lease in self._leases.values() if lease.idle and lease.revoke is None),
+            (lease for lease in self.ledger.leases.values() if lease.idle and lease.revoke is None),
             key=lambda lease: lease.keep_value(now),
         )
         stale = [lease for lease in idle if self._is_stale(lease, now)]
@@ -287,12 +329,14 @@ class SchedulingPolicy:
         ]
 
     def _is_stale(self, lease: LeaseRecord, now: float) -> bool:
-        keep = self.keep_warm_s * (4.0 if lease.keep_resident else 1.0)
+        keep = self.ledger.keep_warm_s * (4.0 if lease.keep_resident else 1.0)
         return now - lease.idle_since >= keep
 
     def _order_revoke(self, lease: LeaseRecord, target: int, tier: str, reason: str) -> Send:
-        deadline_s = self.revoke_deadline_s
-        lease.revoke = RevokeOrder(target_bytes=target, deadline=self._clock() + deadline_s, reason=reason)
+        deadline_s = self.ledger.revoke_deadline_s
+        lease.revoke = RevokeOrder(
+            target_bytes=target, deadline=self.ledger.clock() + deadline_s, reason=reason
+        )
         log.info(
             "revoking %s from %s down to %s: %s", lease.lease_id, lease.owner, format_bytes(target), reason
         )
@@ -307,10 +351,12 @@ class SchedulingPolicy:
 
     def _update_throttles(self) -> list[Send]:
         """Pause (or throttle) every active holder weaker than the strongest active one."""
-        now = self._clock()
-        active = [lease for lease in self._leases.values() if lease.bytes and self._computing(lease, now)]
+        now = self.ledger.clock()
+        active = [
+            lease for lease in self.ledger.leases.values() if lease.bytes and self._computing(lease, now)
+        ]
         out = []
-        for lease in self._leases.values():
+        for lease in self.ledger.leases.values():
             stronger = [] if lease.idle else [a for a in active if _holds_back(a, lease, now)]
             state = (bool(stronger), self._duty_pause(lease, stronger, now) if stronger else 0.0)
             if state == lease.throttle:
@@ -324,7 +370,7 @@ class SchedulingPolicy:
                 lease_id=lease.lease_id,
                 pause=state[0],
                 reason=reason,
-                max_pause_s=self.aging_s,
+                max_pause_s=self.ledger.aging_s,
                 pause_s=state[1],
             )
             out.append(Send(lease.client, message))
@@ -364,34 +410,34 @@ class SchedulingPolicy:
     # ----------------------------------------------------------------------- why it waits
 
     def _wait_reason(self, available: int) -> str:
-        revoking = [lease for lease in self._leases.values() if lease.revoke]
+        revoking = [lease for lease in self.ledger.leases.values() if lease.revoke]
         if revoking:
             lease = max(revoking, key=lambda lease: lease.bytes)
             return (
                 f"waiting for memory: {lease.describe()} holds {format_bytes(lease.bytes)}, "
                 f"releasing at next step"
             )
-        if self._returning:
-            returning = sum(item.bytes for item in self._returning)
+        if self.ledger.returning:
+            returning = sum(item.bytes for item in self.ledger.returning)
             return (
                 f"waiting for memory: {format_bytes(returning)} just released by "
-                f"{self._returning[-1].job}, waiting for the device to show it free"
+                f"{self.ledger.returning[-1].job}, waiting for the device to show it free"
             )
-        holders = [lease for lease in self._leases.values() if lease.bytes]
+        holders = [lease for lease in self.ledger.leases.values() if lease.bytes]
         if holders:
             lease = max(holders, key=lambda lease: lease.bytes)
             return (
                 f"waiting for memory: {lease.describe()} ({lease.priority}) holds "
                 f"{format_bytes(lease.bytes)}; {format_bytes(max(0, available))} of "
-                f"{format_bytes(self.budget())} free"
+                f"{format_bytes(self.ledger.budget())} free"
             )
-        return f"waiting for memory: {format_bytes(max(0, available))} of {format_bytes(self.budget())} free"
+        return f"waiting for memory: {format_bytes(max(0, available))} of {format_bytes(self.ledger.budget())} free"
 
     def _outside_reason(self, request: Request) -> str:
         return (
             f"waiting for memory: {request.job} needs at least {format_bytes(request.tiers[-1].bytes)} "
-            f"but other programs now use {format_bytes(self.device.used_outside())}, leaving Hearth "
-            f"{format_bytes(self.budget())}"
+            f"but other programs now use {format_bytes(self.ledger.device.used_outside())}, leaving Hearth "
+            f"{format_bytes(self.ledger.budget())}"
         )
 
     def _tell_waiting(self, waiter: WaiterRecord, reason: str) -> list[Send]:
