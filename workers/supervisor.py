@@ -299,6 +299,10 @@ class Supervisor:
 
     def _on_event(self, handle: WorkerHandle, event: object) -> None:
         with self._lock:
+            if self._stopping:
+                # What a worker says after shutdown began (a job cancelled by it) is not recorded:
+                # the job stays unfinished, so the next window restores it as before.
+                return
             match event:
                 case Hello():
                     handle.status = WorkerStatus.ready
