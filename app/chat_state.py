@@ -30,6 +30,7 @@ from workers.protocol import (
     Progress,
     TextDelta,
 )
+from workers.schema import default_of
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
 
@@ -38,14 +39,14 @@ ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
 class ChatSettings:
     """What the next answer is generated with."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = default_of(ChatRequest, "model")
     quant: str = "auto"
     system_prompt: str = "You are a helpful assistant."
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    max_new_tokens: int = 512
-    repetition_penalty: float = 1.1
+    temperature: float = default_of(ChatRequest, "temperature")
+    top_p: float = default_of(ChatRequest, "top_p")
+    top_k: int = default_of(ChatRequest, "top_k")
+    max_new_tokens: int = default_of(ChatRequest, "max_new_tokens")
+    repetition_penalty: float = default_of(ChatRequest, "repetition_penalty")
 
 
 class ChatState(QObject):

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-CHAT_QUESTION = "What is the capital of France?"
+CHAT_QUESTION = "Which city is the capital of France?"
 
 
 def run_self_test(timeout: float = 600.0) -> int:
@@ -40,7 +40,12 @@ def _run(tmp: str, timeout: float) -> int:
             ImageRequest(prompt="self test", steps=2, out_path=os.path.join(tmp, "t.png"))
         )
         chat_job = supervisor.submit(
-            ChatRequest(messages=(ChatMessage(role="user", content=CHAT_QUESTION),), max_new_tokens=24)
+            ChatRequest(
+                messages=(ChatMessage(role="user", content=CHAT_QUESTION),),
+                max_new_tokens=24,
+                temperature=0.0,
+                repetition_penalty=1.0,
+            )
         )
         ends, answer = _collect(events, {image_job, chat_job}, timeout, TextDelta, chat_job)
     finally:

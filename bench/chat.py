@@ -103,6 +103,8 @@ def _hearth_asker(supervisor, timeline: Timeline, path: str):
             messages=(ChatMessage(role="user", content=text),),
             model=path,
             max_new_tokens=max_new_tokens,
+            temperature=0.0,  # plain greedy, as the baseline engines run
+            repetition_penalty=1.0,
             conversation_id=conversation.id,
             assisted=assisted,
         )

@@ -39,7 +39,7 @@ def ask(store: ConversationStore, model, text: str, **fields) -> ChatRequest:
         messages=(ChatMessage(role="user", content=text),),
         model=str(model),
         conversation_id=conv.id,
-        **fields,
+        **{"temperature": 0.0, "repetition_penalty": 1.0, **fields},  # plain greedy: exact answers
     )
 
 
@@ -88,6 +88,8 @@ def test_embedded_model_answers_paris(chat_worker):
     request = ChatRequest(
         messages=(ChatMessage(role="user", content="Which city is the capital of France?"),),
         max_new_tokens=24,
+        temperature=0.0,
+        repetition_penalty=1.0,
     )
     events = recorder.job(supervisor.submit(request), timeout=240)
     assert isinstance(events[-1], Finished), events[-1]

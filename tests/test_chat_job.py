@@ -80,6 +80,8 @@ def worker():
 
 def chat(model: str, text: str = PROMPT, **fields) -> ChatRequest:
     messages = fields.pop("messages", (ChatMessage(role="user", content=text),))
+    # Plain greedy decoding (not the app's sampling defaults): tests compare exact answers.
+    fields = {"temperature": 0.0, "repetition_penalty": 1.0, **fields}
     return ChatRequest(messages=messages, model=str(model), **fields)
 
 

@@ -385,7 +385,7 @@ def test_hearth_run_chat_answers_paris_from_the_embedded_gguf_without_converting
     }
     command = [sys.executable, "-m", "app", "run", "chat", "--prompt", "Which city is the capital of France?"]
     proc = subprocess.run(
-        [*command, "--temperature", "0", "--max-new-tokens", "24"],
+        [*command, "--temperature", "0", "--repetition-penalty", "1", "--max-new-tokens", "24"],
         capture_output=True,
         text=True,
         timeout=200,

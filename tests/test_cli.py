@@ -14,7 +14,7 @@ from app.cli import main
     "args, problem",
     [
         (["run", "image", "--prompt", ""], "prompt is empty"),
-        (["run", "image", "--prompt", "x", "--steps", "0"], "steps must be between 1 and 1000"),
+        (["run", "image", "--prompt", "x", "--steps", "0"], "steps must be between 1 and 500"),
         (["run", "image", "--prompt", "x", "--steps", "10000"], "got 10000"),
         (["run", "image", "--prompt", "x", "--width", "100"], "width must be a multiple of 8"),
         (["run", "image", "--prompt", "x", "--out", "/nonexistent-folder/x.png"], "does not exist"),

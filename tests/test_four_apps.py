@@ -107,6 +107,8 @@ def test_chat_brushes_video_and_music_at_once_all_complete_within_their_leases(f
                 messages=(ChatMessage(role="user", content="Hello!"),),
                 model=str(chat_model),
                 max_new_tokens=24,
+                temperature=0.0,
+                repetition_penalty=1.0,
                 quant="fp32",
             )
         ),

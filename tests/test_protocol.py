@@ -255,3 +255,17 @@ def test_a_brush_render_holds_at_most_as_many_layers_as_a_project_may():
     render = BrushRenderRequest(session_id="s", project_path="p", width=8, height=8, steps=4, layers=layers)
     with pytest.raises(BadInput, match=f"257 layers; a brush session holds at most {MAX_BRUSH_LAYERS}"):
         render.validate()
+
+
+def test_the_most_steps_the_schema_allows_stay_inside_the_schedulers_training_steps():
+    """At 1000 steps an SD-style DDIM (steps_offset=1) indexed past its 1000 training steps."""
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    from workers.protocol import MAX_STEPS
+
+    for scheduler in (
+        DDIMScheduler(num_train_timesteps=1000, steps_offset=1, set_alpha_to_one=False),
+        PNDMScheduler(num_train_timesteps=1000, steps_offset=1, skip_prk_steps=True),
+    ):
+        scheduler.set_timesteps(MAX_STEPS)
+        assert int(scheduler.timesteps.max()) < scheduler.config.num_train_timesteps

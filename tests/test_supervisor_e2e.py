@@ -127,7 +127,7 @@ def test_bad_requests_are_refused_before_a_worker_sees_them(image_supervisor, tm
     supervisor, _ = image_supervisor
     cases = {
         "prompt is empty": ImageRequest(prompt="  "),
-        "steps must be between 1 and 1000, got 0": ImageRequest(prompt="x", steps=0),
+        "steps must be between 1 and 500, got 0": ImageRequest(prompt="x", steps=0),
         "got 10000": ImageRequest(prompt="x", steps=10000),
         "width must be a multiple of 8, got 65": ImageRequest(prompt="x", width=65),
     }

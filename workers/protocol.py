@@ -29,8 +29,10 @@ MAX_SLICES = 1024
 """Largest N of a video's ``memory_mode = "slices:N"`` (the worker's memory plan reads it here)."""
 MAX_SIDE = 4096
 """Largest image or video width and height, in pixels (a multiple of 8 from 8 up to this)."""
-MAX_STEPS = 1000
-"""Most denoising steps of an image, video or brush session."""
+MAX_STEPS = 500
+"""Most denoising steps of an image, video or brush session. Schedulers with SD's
+``steps_offset=1`` index past their 1000 training steps at 1000 inference steps; 500 is already
+several times what any sampler needs."""
 MAX_GUIDANCE = 50.0
 """Largest classifier-free guidance scale of an image, video or brush session."""
 MAX_BRUSH_LAYERS = 256
@@ -151,12 +153,12 @@ class ChatRequest:
         label="quantization",
         help="weights' precision: auto picks from the memory the arbiter grants",
     )
-    max_new_tokens: int = param(256, low=1, high=32768, step=64, help="longest answer, in tokens")
-    temperature: float = param(0.0, low=0, high=5, step=0.05, help="0 always picks the likeliest token")
-    top_p: float = param(1.0, low=0.0, high=1.0, step=0.01, label="top-p", help="nucleus sampling")
-    top_k: int = param(0, low=0, high=100000, label="top-k", help="sample among the k likeliest; 0: all")
+    max_new_tokens: int = param(512, low=1, high=32768, step=64, help="longest answer, in tokens")
+    temperature: float = param(0.7, low=0, high=5, step=0.05, help="0 always picks the likeliest token")
+    top_p: float = param(0.95, low=0.0, high=1.0, step=0.01, label="top-p", help="nucleus sampling")
+    top_k: int = param(40, low=0, high=100000, label="top-k", help="sample among the k likeliest; 0: all")
     repetition_penalty: float = param(
-        1.0, low=0.5, high=5, step=0.05, help="above 1 discourages repeating tokens"
+        1.1, low=0.5, high=5, step=0.05, help="above 1 discourages repeating tokens"
     )
     seed: int = _seed()
     assisted: str = param("", help="'prompt_lookup' or a draft model id for assisted (speculative) decoding")

@@ -1,6 +1,6 @@
 """Job parameters declared once: type, default, range and words for a person, in one field.
 
-A request field written ``steps: int = param(20, low=1, high=1000, help="...")`` carries its
+A request field written ``steps: int = param(20, low=1, high=500, help="...")`` carries its
 :class:`Param` in the dataclass field's metadata. From it, and nothing else:
 - ``check_params`` refuses a value out of range before any worker starts (and again in the worker);
 - the CLI builds ``--steps`` with its default, type and ``--help`` text (``app/cli_schema.py``);
