@@ -49,7 +49,7 @@ test-fast: $(STAMP)
 
 # The fuzz suite with a large budget (make test runs it with a small one).
 fuzz: $(STAMP)
-	HEARTH_FUZZ_EXAMPLES=2000 QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/ -k fuzz
+	HEARTH_FUZZ_EXAMPLES=2000 QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q tests/test_fuzz*.py
 
 # The real window driven through every tab for $(SOAK_MINUTES) minutes, on a virtual screen when
 # xvfb-run is installed (offscreen otherwise); fails if a process grows or a job fails.
