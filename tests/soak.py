@@ -40,6 +40,8 @@ class Sample:
     pid: int
     rss_mb: float
     fds: int
+    idle: bool = False
+    """Taken between cycles, every job ended: a running export's pipes are not counted as a leak."""
 
 
 @dataclass(slots=True)
@@ -55,15 +57,17 @@ class SoakReport:
     def trend(self, process: str) -> dict[str, float]:
         """RSS and fds at warm-up end and at the end, and the RSS slope after warm-up (MB/min)."""
         rows = [s for s in self.samples if s.process == process and s.t >= self.warm_up_s]
-        if len(rows) < 2:
+        idle = [s for s in rows if s.idle]
+        if len(rows) < 2 or len(idle) < 2:
             return {}
         return {
             "rss_mb_after_warm_up": rows[0].rss_mb,
             "rss_mb_end": rows[-1].rss_mb,
             "rss_slope_mb_per_min": _slope([s.t for s in rows], [s.rss_mb for s in rows]) * 60,
-            "fds_after_warm_up": rows[0].fds,
-            "fds_end": rows[-1].fds,
-            "fds_max": max(s.fds for s in rows),
+            "fds_after_warm_up": idle[0].fds,
+            "fds_end": idle[-1].fds,
+            "fds_max": max(s.fds for s in idle),
+            "fds_max_busy": max(s.fds for s in rows),
         }
 
     def at_minute(self, process: str, minute: float) -> dict[str, float]:
@@ -145,13 +149,13 @@ class SoakDriver:
                 elif isinstance(event, Cancelled) and kind != "BrushRenderRequest":
                     self.report.failures.append(f"{kind} was cancelled, nobody asked it to")
 
-    def _sample(self) -> None:
+    def _sample(self, idle: bool = False) -> None:
         import psutil
 
         from workers.protocol import WorkerKind
 
         now = time.monotonic() - self.started
-        if now - self._last_sample < SAMPLE_S:
+        if now - self._last_sample < SAMPLE_S and not idle:
             return
         self._last_sample = now
         pids = {"gui": os.getpid()}
@@ -165,7 +169,7 @@ class SoakDriver:
                 rss, fds = process.memory_info().rss / 2**20, process.num_fds()
             except psutil.Error:
                 continue
-            self.report.samples.append(Sample(t=now, process=name, pid=pid, rss_mb=rss, fds=fds))
+            self.report.samples.append(Sample(t=now, process=name, pid=pid, rss_mb=rss, fds=fds, idle=idle))
 
     def wait_until(self, condition, what: str, timeout_s: float = STEP_TIMEOUT_S) -> None:
         """Run the event loop until ``condition()`` holds; the window keeps painting meanwhile."""
@@ -287,8 +291,7 @@ class SoakDriver:
                 self.report.cycles = n
                 if n == self.warm_up_cycles:
                     self.report.warm_up_s = time.monotonic() - self.started
-            self._last_sample = -SAMPLE_S
-            self._sample()
+                self._sample(idle=True)
         except SoakFailed as exc:
             if str(exc) not in self.report.failures:
                 self.report.failures.append(str(exc))
