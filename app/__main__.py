@@ -12,6 +12,8 @@ import sys
 CLI_COMMANDS = {
     "run": "run one job headless: image, chat, video, music or brush (hearth run --help)",
     "arbiter": "the VRAM arbiter: print its ledger of leases (hearth arbiter status)",
+    "serve": "the local OpenAI-compatible API, headless (hearth serve --help)",
+    "api-key": "print the local API's key (made on first use)",
 }
 QT_OPTIONS_WITH_VALUE = frozenset(
     ("-platform", "-platformpluginpath", "-platformtheme", "-plugin", "-qmljsdebugger", "-style")

@@ -23,6 +23,7 @@ from workers.protocol import (
     ChatMessage,
     ChatRequest,
     ImageRequest,
+    JobOrigin,
     MusicRequest,
     VideoRequest,
 )
@@ -49,7 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     arbiter.add_parser("status", help="print the ledger of VRAM leases")
+    _add_serve(commands.add_parser("serve", help="the local OpenAI-compatible API (headless)"))
+    commands.add_parser("api-key", help="print the local API's key (made on first use)")
     return parser
+
+
+def _add_serve(p):
+    from app.api.serve import DEFAULT_HOST, DEFAULT_PORT
+
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}: "
+        "this machine only; 0.0.0.0 opens it to the network)",
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin allowed to call the API from a browser (repeatable; default none)",
+    )
 
 
 def _add_image(p):
@@ -108,6 +130,15 @@ def main(argv: list[str]) -> int:
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "api-key":
+        from app.api.keys import api_key
+
+        print(api_key())
+        return EXIT_OK
+    if args.command == "serve":
+        from app.api.serve import serve
+
+        return serve(args.host, args.port, args.cors_origin)
     if args.command == "arbiter":
         from workers.arbiter.status import print_status
 
@@ -190,7 +221,7 @@ def run_job(request, printer=None) -> int:
         try:
             printer.starting()
             supervisor.start()
-            job_id = supervisor.submit(request)
+            job_id = supervisor.submit(request, origin=JobOrigin.cli)
             return _follow(job_id, events, printer, supervisor, interrupts)
         finally:
             if interrupts.count >= 2:

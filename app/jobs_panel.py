@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.jobs_state import JobEntry, JobsState
 from app.style import coloured, error_text, pixmap_from_png, show_pixmap
-from workers.protocol import JobState
+from workers.protocol import JobOrigin, JobState
 
 THUMB = 40
 DOCK_WIDTH = 380
@@ -91,7 +91,8 @@ class JobRow(QFrame):
         steps = (
             f" · step {entry.step}/{entry.total}" if entry.state is JobState.running and entry.total else ""
         )
-        self.title.setText(f"<b>{entry.kind}</b> · {coloured(state, state)}{steps}")
+        origin = " · from the API" if entry.origin is JobOrigin.api else ""
+        self.title.setText(f"<b>{entry.kind}</b>{origin} · {coloured(state, state)}{steps}")
         self.description.setText(entry.description)
         self.description.setToolTip(self._tooltip(entry))
         self.progress.setVisible(entry.state in (JobState.queued, JobState.running))

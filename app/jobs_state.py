@@ -18,6 +18,7 @@ from workers.protocol import (
     ChatRequest,
     Failed,
     Finished,
+    JobOrigin,
     JobState,
     JobStatus,
     Output,
@@ -53,6 +54,8 @@ class JobEntry:
     outputs: list[str] = field(default_factory=list)
     image_path: str = ""
     """The last image the job wrote: the row's thumbnail once it is there."""
+    origin: JobOrigin = JobOrigin.window
+    """An API job's row says so: the user sees who asked for the work, and may cancel it."""
 
     @property
     def cancellable(self) -> bool:
@@ -164,6 +167,7 @@ class JobsState(QObject):
                 kind=event.request.kind.value,
                 description=describe_request(event.request),
             )
+        entry.origin = event.origin
         entry.state, entry.started_at, entry.elapsed_s = JobState.queued, None, None
         self._jobs[event.job_id] = entry
         self._trim()

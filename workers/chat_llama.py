@@ -205,6 +205,10 @@ class GGUFTokenizer:
             raise TemplateError(str(exc)) from exc
         return self.slot.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
+    def encode(self, text: str) -> list[int]:
+        """Plain text as the model reads it, BOS first when the model has one."""
+        return self.slot.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         raw = self.slot.llama.detokenize(list(ids), special=not skip_special_tokens)
         return raw.decode("utf-8", "replace")
@@ -338,7 +342,7 @@ def generate_gguf(
             tokens.close()
             passes += llama.passes - before
     streamer.finish()
-    metrics = answer_metrics(streamer, start, time.perf_counter(), len(prompt_ids))
+    metrics = answer_metrics(streamer, start, time.perf_counter(), len(prompt_ids), max_new)
     metrics["target_passes"] = passes
     if slot.epoch != first_epoch:
         metrics["reloads"] = slot.epoch - first_epoch
@@ -364,7 +368,7 @@ def run_gguf(ctx: JobContext, request: ChatRequest, path: Path) -> None:
             f"setting ({request.quant}) applies to transformers models"
         )
     prompt_ids, max_new = fit_prompt(
-        slot.tokenizer, request.messages, slot.n_ctx, request.max_new_tokens, ctx.status
+        slot.tokenizer, request.messages, slot.n_ctx, request.max_new_tokens, ctx.status, request.raw_prompt
     )
     with AnswerSink.open(ctx, request) as sink:
         stats = generate_gguf(ctx, slot, request, prompt_ids, max_new, sink)

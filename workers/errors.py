@@ -31,7 +31,13 @@ class HearthError(Exception):
 
 
 class BadInput(HearthError, ValueError):
+    """``field``: the request field at fault, when one is (the HTTP API names it as OpenAI's ``param``)."""
+
     kind = ErrorKind.bad_input
+
+    def __init__(self, message: str = "", *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class MissingModel(HearthError):

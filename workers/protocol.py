@@ -64,6 +64,14 @@ class Priority(StrEnum):
     """Video renders, long music: preempted at step boundaries, never starved."""
 
 
+class JobOrigin(StrEnum):
+    """Which door a job came in by: the Jobs panel labels API jobs, and only the window's are restored."""
+
+    window = "window"
+    cli = "cli"
+    api = "api"
+
+
 class JobState(StrEnum):
     queued = "queued"
     running = "running"
@@ -173,6 +181,8 @@ class ChatRequest:
     allow_pickle: bool = param(
         False, help="allow pickle-based weights (.bin/.pt: they can run code when loaded)"
     )
+    raw_prompt: bool = False
+    """Continue the one user message as plain text, without the chat template (legacy completions)."""
 
     kind = WorkerKind.chat
     default_priority = Priority.interactive
@@ -185,6 +195,8 @@ class ChatRequest:
                 raise BadInput(f"unknown chat role {m.role!r}")
         if self.conversation_id:
             safe_name("conversation id", self.conversation_id)
+        if self.raw_prompt and len(self.messages) != 1:
+            raise BadInput("a plain-text completion continues exactly one prompt")
         check_params(self)
 
 
@@ -572,6 +584,7 @@ class Queued:
     job_id: str
     request: JobRequest
     priority: Priority
+    origin: JobOrigin = JobOrigin.window
 
 
 class WorkerStatus(StrEnum):

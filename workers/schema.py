@@ -5,7 +5,7 @@ A request field written ``steps: int = param(20, low=1, high=500, help="...")`` 
 - ``check_params`` refuses a value out of range before any worker starts (and again in the worker);
 - the CLI builds ``--steps`` with its default, type and ``--help`` text (``app/cli_schema.py``);
 - the GUI forms take their limits, defaults and tooltips (``app/form_binding.py``);
-- the HTTP API will build its request models from the same fields.
+- the HTTP API takes Hearth's extra body fields by these names and refuses them the same way.
 So a default or a range lives in exactly one place per parameter.
 """
 
@@ -105,17 +105,20 @@ def check_value(info: ParamInfo, value: Any, where: str = "") -> None:
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
             kind = "a whole number" if whole else "a number"
             span = f" between {_number(s.low)} and {_number(s.high)}" if s.low is not None else ""
-            raise BadInput(f"{name} must be {kind}{span}, got {value!r}")
+            raise BadInput(f"{name} must be {kind}{span}, got {value!r}", field=info.name)
         if not whole and math.isnan(value):
-            raise BadInput(f"{name} must be a number, got {value!r}")
+            raise BadInput(f"{name} must be a number, got {value!r}", field=info.name)
         if s.zero_means and value == 0:
             return
         if (s.low is not None and value < s.low) or (s.high is not None and value > s.high):
-            raise BadInput(f"{name} must be between {_number(s.low)} and {_number(s.high)}, got {value!r}")
+            raise BadInput(
+                f"{name} must be between {_number(s.low)} and {_number(s.high)}, got {value!r}",
+                field=info.name,
+            )
         if s.multiple_of and value % s.multiple_of:
-            raise BadInput(f"{name} must be a multiple of {s.multiple_of}, got {value!r}")
+            raise BadInput(f"{name} must be a multiple of {s.multiple_of}, got {value!r}", field=info.name)
     elif info.type is str and s.choices and value not in s.choices:
-        raise BadInput(f"{name} must be one of {', '.join(s.choices)}, got {value!r}")
+        raise BadInput(f"{name} must be one of {', '.join(s.choices)}, got {value!r}", field=info.name)
 
 
 def _number(value: float | None) -> str:

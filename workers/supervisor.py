@@ -29,6 +29,7 @@ from workers.protocol import (
     Failed,
     Finished,
     Hello,
+    JobOrigin,
     JobRequest,
     JobState,
     Output,
@@ -109,7 +110,9 @@ class Supervisor:
                         Submit(job_id=record.job_id, request=record.request, priority=record.priority)
                     )
 
-    def submit(self, request: JobRequest, priority: Priority | None = None) -> str:
+    def submit(
+        self, request: JobRequest, priority: Priority | None = None, origin: JobOrigin = JobOrigin.window
+    ) -> str:
         """Validate and queue a job; returns its id. Raises BadInput naming what is wrong."""
         request.validate()
         if request.kind not in self._workers:
@@ -117,9 +120,11 @@ class Supervisor:
         submit = Submit(
             job_id=uuid.uuid4().hex[:12], request=request, priority=priority or request.default_priority
         )
-        # A session that does not restore its queue (``hearth run``) leaves nothing for others to rerun.
-        self._store.add(submit.job_id, request, submit.priority, restorable=self._restore_queue)
-        self._enqueue(submit)
+        # A session that does not restore its queue (``hearth run``) leaves nothing for others to
+        # rerun, and an API job's client is gone after a restart.
+        restorable = self._restore_queue and origin is not JobOrigin.api
+        self._store.add(submit.job_id, request, submit.priority, restorable=restorable)
+        self._enqueue(submit, origin)
         return submit.job_id
 
     def cancel(self, job_id: str) -> None:
@@ -277,7 +282,7 @@ class Supervisor:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _enqueue(self, submit: Submit) -> None:
+    def _enqueue(self, submit: Submit, origin: JobOrigin = JobOrigin.window) -> None:
         with self._lock:
             handle = self._workers[submit.request.kind]
             position = len(handle.queue)
@@ -286,7 +291,9 @@ class Supervisor:
                     position = index
                     break
             handle.queue.insert(position, submit)
-            self._emit(Queued(job_id=submit.job_id, request=submit.request, priority=submit.priority))
+            self._emit(
+                Queued(job_id=submit.job_id, request=submit.request, priority=submit.priority, origin=origin)
+            )
             self._dispatch(handle)
 
     def _dispatch(self, handle: WorkerHandle) -> None:

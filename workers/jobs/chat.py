@@ -58,7 +58,7 @@ def run(ctx: JobContext, request: ChatRequest) -> None:
     chat, draft = slots[0].loaded, (slots[1].loaded if len(slots) > 1 else None)
     limit = request.context_length or chat.context_limit
     prompt_ids, max_new = fit_prompt(
-        chat.tokenizer, request.messages, limit, request.max_new_tokens, ctx.status
+        chat.tokenizer, request.messages, limit, request.max_new_tokens, ctx.status, request.raw_prompt
     )
     with contextlib.ExitStack() as busy, AnswerSink.open(ctx, request) as sink:
         for slot in slots:
@@ -175,10 +175,13 @@ def _as_dicts(messages) -> list[dict]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
-def encode_chat(tokenizer, messages) -> list[int]:
-    """Token ids of ``messages`` through the model's own chat template, ready for the answer."""
+def encode_chat(tokenizer, messages, raw: bool = False) -> list[int]:
+    """Token ids of ``messages`` through the model's own chat template, ready for the answer;
+    ``raw``: the one message's text as it is, to be continued (a legacy text completion)."""
     from jinja2.exceptions import TemplateError
 
+    if raw:
+        return list(tokenizer.encode(messages[-1].content))
     try:
         ids = tokenizer.apply_chat_template(_as_dicts(messages), add_generation_prompt=True, tokenize=True)
     except TemplateError:  # some templates refuse a system role: fold it into the first user turn
@@ -198,12 +201,14 @@ def _fold_system(messages) -> list[ChatMessage]:
     return rest
 
 
-def fit_prompt(tokenizer, messages, limit: int, max_new_tokens: int, status) -> tuple[list[int], int]:
+def fit_prompt(
+    tokenizer, messages, limit: int, max_new_tokens: int, status, raw: bool = False
+) -> tuple[list[int], int]:
     """Drop the oldest turns until prompt + answer fit in ``limit`` tokens; returns (ids, answer budget)."""
     system = [m for m in messages if m.role == "system"]
     turns = [m for m in messages if m.role != "system"]
     reserve = min(max_new_tokens, limit // 2)
-    ids, dropped = encode_chat(tokenizer, system + turns), 0
+    ids, dropped = encode_chat(tokenizer, system + turns, raw), 0
     while len(ids) + reserve > limit and any(m.role == "user" for m in turns[1:]):
         turns.pop(0)
         dropped += 1
@@ -461,12 +466,17 @@ def generate_answer(ctx, chat, draft, request: ChatRequest, prompt_ids, max_new:
             **assisted_kwargs(request, chat, draft),
         )
     streamer.finish()
-    return answer_metrics(streamer, start, time.perf_counter(), len(prompt_ids))
+    return answer_metrics(streamer, start, time.perf_counter(), len(prompt_ids), max_new)
 
 
-def answer_metrics(streamer: AnswerStreamer, start: float, end: float, prompt_tokens: int) -> dict:
+def answer_metrics(
+    streamer: AnswerStreamer, start: float, end: float, prompt_tokens: int, max_new: int
+) -> dict:
     new_tokens = len(streamer.tokens)
-    metrics = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens}
+    # The answer was cut by the token limit rather than ended by the model or a stop string
+    # (what OpenAI's finish_reason "length" says).
+    cut = float(new_tokens >= max_new and not streamer.stopped)
+    metrics = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "hit_token_limit": cut}
     if new_tokens:
         ttft = streamer.first_token_at - start
         metrics |= {"ttft_s": ttft, "prefill_tok_s": prompt_tokens / max(ttft, 1e-9)}
