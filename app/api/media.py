@@ -144,10 +144,10 @@ class MediaEndpoints:
         count = int_field(body, "n", 1, low=1, high=MAX_IMAGES)
         response_format = _response_format(body)
         extras = take_extras(body, ImageRequest, used=used, exclude=("model", "out_path"))
-        seed = extras.pop("seed", None)
+        seed = extras.pop("seed", _default(ImageRequest, "seed"))
         jobs = []
-        for index in range(count):
-            seed_i = {} if seed is None else {"seed": seed + index if isinstance(seed, int) else seed}
+        for index in range(count):  # n images: n seeds in a row, as a batch in the window would be
+            seed_i = {"seed": seed + index if isinstance(seed, int) and not isinstance(seed, bool) else seed}
             try:
                 job = ImageRequest(
                     prompt=prompt,
