@@ -138,7 +138,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "serve":
         from app.api.serve import serve
 
-        return serve(args.host, args.port, args.cors_origin)
+        return serve(args.host, args.port, args.cors_origin, args.yield_to_window)
     if args.command == "arbiter":
         from workers.arbiter.status import print_status
 

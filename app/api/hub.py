@@ -46,9 +46,14 @@ class JobWatch:
 class JobHub:
     """Submits requests through a supervisor (the window's own, or a headless one)."""
 
-    def __init__(self, supervisor, max_per_client: int = MAX_QUEUED_PER_CLIENT) -> None:
+    def __init__(
+        self, supervisor, max_per_client: int = MAX_QUEUED_PER_CLIENT, priority: Priority | None = None
+    ) -> None:
+        """``priority``: every API job's class (``background``: the window's own work always wins);
+        ``None``: the class the same job has in the window."""
         self.supervisor = supervisor
         self.max_per_client = max_per_client
+        self.priority = priority
         self._lock = threading.Lock()
         self._watches: dict[str, tuple[JobWatch, asyncio.AbstractEventLoop]] = {}
         self._early: dict[str, list] = {}
@@ -65,7 +70,7 @@ class JobHub:
             self._active[client] += 1
             self._submitting += 1
         try:
-            job_id = self.supervisor.submit(request, priority, origin=JobOrigin.api)
+            job_id = self.supervisor.submit(request, priority or self.priority, origin=JobOrigin.api)
         except BaseException:
             with self._lock:
                 self._submitting -= 1

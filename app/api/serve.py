@@ -36,17 +36,24 @@ class ApiServer:
     """One uvicorn server for a supervisor; ``start`` returns once it listens (or raises why not)."""
 
     def __init__(
-        self, supervisor, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, cors_origins: Sequence[str] = ()
+        self,
+        supervisor,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        cors_origins: Sequence[str] = (),
+        yield_to_window: bool = False,
     ) -> None:
+        """``yield_to_window``: API jobs run in the background class, so the window always wins."""
         import uvicorn
 
         from app.api.hub import JobHub
         from app.api.keys import api_key
         from app.api.server import create_app
+        from workers.protocol import Priority
 
         self.host, self.port = host, port
         self.key = api_key()
-        self.hub = JobHub(supervisor)
+        self.hub = JobHub(supervisor, priority=Priority.background if yield_to_window else None)
         app = create_app(self.hub, self.key, lambda: self.base_url, cors_origins)
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=3
@@ -108,7 +115,7 @@ def _wait_until(predicate, timeout: float) -> bool:
     return True
 
 
-def serve(host: str, port: int, cors_origins: Sequence[str]) -> int:
+def serve(host: str, port: int, cors_origins: Sequence[str], yield_to_window: bool = False) -> int:
     """``hearth serve``: a headless supervisor with every worker, the API in the foreground; Ctrl-C
     (uvicorn's own handler) stops it cleanly and the workers are shut down."""
     import sys
@@ -118,6 +125,7 @@ def serve(host: str, port: int, cors_origins: Sequence[str]) -> int:
     from app.api.hub import JobHub
     from app.api.keys import api_key, key_path
     from app.api.server import create_app
+    from workers.protocol import Priority
     from workers.supervisor import Supervisor
 
     warning = exposure_warning(host)
@@ -131,7 +139,8 @@ def serve(host: str, port: int, cors_origins: Sequence[str]) -> int:
     )
     server = uvicorn.Server(config)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    config.app = create_app(JobHub(supervisor), key, lambda: f"http://{shown}:{port}", cors_origins)
+    hub = JobHub(supervisor, priority=Priority.background if yield_to_window else None)
+    config.app = create_app(hub, key, lambda: f"http://{shown}:{port}", cors_origins)
     print(f"hearth: the local API listens on http://{shown}:{port}/v1", file=sys.stderr)
     print(f"hearth: API key in {key_path()} (print it with `hearth api-key`)", file=sys.stderr)
     try:
