@@ -72,6 +72,11 @@ def _add_serve(p):
         metavar="ORIGIN",
         help="a web origin allowed to call the API from a browser (repeatable; default none)",
     )
+    p.add_argument(
+        "--yield-to-window",
+        action="store_true",
+        help="run every API job in the background class, so work in a Hearth window always wins",
+    )
 
 
 def _add_image(p):

@@ -145,6 +145,11 @@ def serve(host: str, port: int, cors_origins: Sequence[str], yield_to_window: bo
     print(f"hearth: API key in {key_path()} (print it with `hearth api-key`)", file=sys.stderr)
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for: stopping is the normal end
+        pass
     finally:
         supervisor.shutdown()
-    return 0 if server.started else 1
+    if not server.started:
+        return 1
+    print("hearth: the local API stopped", file=sys.stderr)
+    return 0

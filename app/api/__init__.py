@@ -1,0 +1,1 @@
+"""The local OpenAI-compatible HTTP API: another front end beside the CLI, submitting through the supervisor."""
