@@ -16,6 +16,7 @@ from workers.protocol import (
     BrushRenderRequest,
     Cancelled,
     ChatRequest,
+    EmbedRequest,
     Failed,
     Finished,
     JobOrigin,
@@ -74,6 +75,8 @@ def describe_request(request) -> str:
     match request:
         case ChatRequest(messages=messages):
             text = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        case EmbedRequest(texts=texts):
+            text = f"embeddings of {len(texts)} text{'s' if len(texts) != 1 else ''}"
         case BrushRenderRequest(layers=layers):
             text = f"brush edit ({len(layers)} layer{'s' if len(layers) != 1 else ''})"
         case BrushBaseRequest(prompt=prompt, photo_path=photo):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx2 as httpx
+import numpy as np
 import openai
 import pytest
 
@@ -146,3 +149,26 @@ def test_a_client_leaving_mid_stream_cancels_its_job(api):
     ended = api.recorder.job_end(queued.job_id)
     assert isinstance(ended, Cancelled)
     assert api.server.hub.active_jobs("127.0.0.1") == 0
+
+
+def test_embeddings_are_unit_vectors_that_tell_texts_apart(api):
+    texts = ["Paris is the capital of France.", "Paris is the capital of France.", "A recipe for soup."]
+    result = api.client().embeddings.create(model="smollm2-135m-instruct", input=texts)
+    vectors = [np.array(item.embedding) for item in result.data]
+    assert [item.index for item in result.data] == [0, 1, 2]
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in vectors)
+    assert len(vectors[0]) == 576  # SmolLM2-135M's hidden size
+    assert np.allclose(vectors[0], vectors[1])
+    assert vectors[0] @ vectors[2] < 0.999
+    assert result.usage.prompt_tokens > 0
+    packed = api.client().embeddings.create(
+        model="smollm2-135m-instruct", input=texts[0], encoding_format="base64"
+    )
+    unpacked = np.frombuffer(base64.b64decode(packed.data[0].embedding), dtype="<f4")
+    assert np.allclose(unpacked, vectors[0], atol=1e-6)
+
+
+def test_embeddings_refuse_token_arrays_by_name(api):
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.client().embeddings.create(model="smollm2-135m-instruct", input=[[1, 2, 3]])
+    assert caught.value.body["param"] == "input"

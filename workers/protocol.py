@@ -200,6 +200,39 @@ class ChatRequest:
         check_params(self)
 
 
+MAX_EMBED_INPUTS = 256
+"""Most texts one embeddings request carries (the API's batch limit)."""
+MAX_EMBED_CHARS = 1_000_000
+"""Most characters across one request's texts."""
+
+
+@message
+@frozen
+class EmbedRequest:
+    """Text embeddings from a chat model: its last layer's hidden states (after the final norm),
+    mean-pooled over each text's tokens and L2-normalised."""
+
+    texts: tuple[str, ...]
+    model: str = param("smollm2-135m-instruct", help="catalog id, hub id, local folder or .gguf file")
+    allow_pickle: bool = param(
+        False, help="allow pickle-based weights (.bin/.pt: they can run code when loaded)"
+    )
+
+    kind = WorkerKind.chat
+    default_priority = Priority.interactive
+
+    def validate(self) -> None:
+        if not self.texts or len(self.texts) > MAX_EMBED_INPUTS:
+            raise BadInput(
+                f"give 1 to {MAX_EMBED_INPUTS} texts to embed, got {len(self.texts)}", field="input"
+            )
+        if not all(isinstance(t, str) and t for t in self.texts):
+            raise BadInput("every text to embed must be a non-empty string", field="input")
+        if sum(len(t) for t in self.texts) > MAX_EMBED_CHARS:
+            raise BadInput(f"the texts to embed hold more than {MAX_EMBED_CHARS} characters", field="input")
+        check_params(self)
+
+
 @message
 @frozen
 class VideoRequest:
@@ -451,7 +484,15 @@ class BrushRenderRequest:
             layer.validate(self.width, self.height, self.steps)
 
 
-JobRequest = ImageRequest | ChatRequest | VideoRequest | MusicRequest | BrushBaseRequest | BrushRenderRequest
+JobRequest = (
+    ImageRequest
+    | ChatRequest
+    | EmbedRequest
+    | VideoRequest
+    | MusicRequest
+    | BrushBaseRequest
+    | BrushRenderRequest
+)
 
 
 # --------------------------------------------------------------------------- commands
@@ -546,6 +587,16 @@ class Output:
 
 @message
 @frozen
+class Embeddings:
+    """An embeddings job's vectors, one per text in order, and how many tokens they read."""
+
+    job_id: str
+    vectors: tuple[tuple[float, ...], ...]
+    prompt_tokens: int
+
+
+@message
+@frozen
 class Metric:
     name: str
     value: float
@@ -612,6 +663,7 @@ Event = (
     | Progress
     | JobStatus
     | TextDelta
+    | Embeddings
     | Output
     | Finished
     | Cancelled
@@ -619,7 +671,9 @@ Event = (
     | Queued
     | WorkerState
 )
-WorkerEvent = Hello | Started | Progress | JobStatus | TextDelta | Output | Finished | Cancelled | Failed
+WorkerEvent = (
+    Hello | Started | Progress | JobStatus | TextDelta | Embeddings | Output | Finished | Cancelled | Failed
+)
 """What a worker sends its supervisor (``Queued`` and ``WorkerState`` are the supervisor's own)."""
 Command = Submit | Cancel | Shutdown
 """What a supervisor sends its worker."""

@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/completions``, in OpenAI's shapes, on Hearth's chat worker.
+"""``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``, in OpenAI's shapes, on the chat worker.
 
 Streaming follows OpenAI's server-sent events exactly: a first chunk with the assistant role,
 one chunk per text delta, a chunk with ``finish_reason``, then (``stream_options.include_usage``)
@@ -21,7 +21,7 @@ from app.api.hub import JobHub, JobWatch
 from app.api.model_list import require_model
 from models.catalog import ModelKind
 from workers.errors import BadInput
-from workers.protocol import ChatMessage, ChatRequest, Finished, TextDelta
+from workers.protocol import ChatMessage, ChatRequest, Embeddings, EmbedRequest, Finished, TextDelta
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 RENAMES = {"max_new_tokens": "max_tokens"}
@@ -332,3 +332,57 @@ class CompletionShape:
             return {**self._head("chat.completion"), "choices": [choice], "usage": usage}
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
         return {**self._head("text_completion"), "choices": [choice], "usage": usage}
+
+
+class EmbeddingEndpoint:
+    """``POST /v1/embeddings``: see ``workers.chat_embed`` for which layer and how it is pooled."""
+
+    def __init__(self, hub: JobHub) -> None:
+        self.hub = hub
+
+    async def embeddings(self, request, client: str):
+        import base64
+        import struct
+
+        body = await json_body(request)
+        used = {"input", "model", "encoding_format", "user", "dimensions"}
+        unknown = sorted(set(body) - used)
+        if unknown:
+            raise ApiError(
+                400, f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0]
+            )
+        model = require_model(body.get("model"), ModelKind.chat)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ApiError(
+                400,
+                "input must be a string or a list of strings (token arrays are not supported)",
+                param="input",
+            )
+        if body.get("dimensions") is not None:
+            raise ApiError(
+                400, "dimensions is not supported: vectors have the model's hidden size", param="dimensions"
+            )
+        encoding = body.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise ApiError(400, "encoding_format must be float or base64", param="encoding_format")
+        try:
+            job = EmbedRequest(texts=tuple(texts), model=model)
+            job.validate()
+            watch = self.hub.submit(job, client)
+        except BadInput as exc:
+            raise bad_input(exc) from None
+        result = await run_to_end(self.hub, watch, request, model)
+        found = next(e for e in result.events if isinstance(e, Embeddings))
+
+        def encoded(vector):
+            if encoding == "float":
+                return list(vector)
+            return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+        data = [
+            {"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(found.vectors)
+        ]
+        usage = {"prompt_tokens": found.prompt_tokens, "total_tokens": found.prompt_tokens}
+        return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from app.api.chat import ChatEndpoints
+from app.api.chat import ChatEndpoints, EmbeddingEndpoint
 from app.api.errors import ApiError, error_response
 from app.api.guard import MAX_JSON_BODY, ApiGuard, BodyTooLarge
 from app.api.hub import JobHub, TooManyJobs
@@ -29,6 +29,7 @@ def client_of(request: Request) -> str:
 def create_app(hub: JobHub, key: str, base_url: Callable[[], str], cors_origins: Sequence[str] = ()):
     app = FastAPI(title="Hearth local API", docs_url=None, redoc_url=None, openapi_url=None)
     chat = ChatEndpoints(hub)
+    embedding = EmbeddingEndpoint(hub)
     media = MediaEndpoints(hub, FileLinks(), base_url)
 
     @app.exception_handler(ApiError)
@@ -71,6 +72,10 @@ def create_app(hub: JobHub, key: str, base_url: Callable[[], str], cors_origins:
     @app.post("/v1/completions")
     async def completions(request: Request):
         return await chat.completions(request, client_of(request))
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        return await embedding.embeddings(request, client_of(request))
 
     @app.post("/v1/images/generations")
     async def image_generations(request: Request):

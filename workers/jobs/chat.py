@@ -22,7 +22,7 @@ from models.chat_memory import est_token_seconds, estimate_bytes, shape_from_con
 from workers.context import JobContext, MemoryTier
 from workers.conversations import ConversationStore
 from workers.errors import BadInput, MissingModel
-from workers.protocol import ChatMessage, ChatRequest
+from workers.protocol import ChatMessage, ChatRequest, EmbedRequest
 
 PROMPT_LOOKUP_TOKENS = 10
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -41,9 +41,13 @@ def warm_up() -> None:
         chat_llama.warm_up()
 
 
-def run(ctx: JobContext, request: ChatRequest) -> None:
+def run(ctx: JobContext, request: ChatRequest | EmbedRequest) -> None:
     from models.chat import gguf_file
 
+    if isinstance(request, EmbedRequest):
+        from workers.chat_embed import run_embed
+
+        return run_embed(ctx, request)
     request.validate()
     if request.conversation_id:
         _check_conversation(request.conversation_id)
