@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.api_panel import ApiDialog, ApiIndicator, LocalApi
 from app.brush_editor import BrushEditor
 from app.chat_tab import ChatTab
 from app.image_tab import ImageTab
@@ -120,11 +121,16 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Hearth")
         self.setWindowIcon(app_icon())
         self._default_size()
+        self.local_api = LocalApi(getattr(bridge, "supervisor", None), self.settings, self)
+        self.api_dialog: ApiDialog | None = None
         self._build_tabs()
         self._build_docks()
         self._build_status_bar()
         self._build_menus()
         self._restore_layout()
+        self.local_api.state_changed.connect(self._on_api_state)
+        # After the first paint, like the workers; never once the window is gone.
+        QTimer.singleShot(0, self.local_api, self.local_api.start_if_enabled)
 
     # ------------------------------------------------------------------ construction
 
@@ -182,6 +188,8 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         self.worker_status = WorkerStatusView(self.bridge)
+        self.api_indicator = ApiIndicator(self.local_api)
+        self.statusBar().addPermanentWidget(self.api_indicator)
         self.statusBar().addPermanentWidget(self.worker_status)
 
     def _build_menus(self) -> None:
@@ -192,6 +200,9 @@ class MainWindow(QMainWindow):
         file_menu.addActions([outputs, quit_action])
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addActions([self.jobs_dock.toggleViewAction(), self.memory_dock.toggleViewAction()])
+        settings_menu = self.menuBar().addMenu("&Settings")
+        self.local_api_action = QAction("Local API…", self, triggered=self.show_local_api)
+        settings_menu.addAction(self.local_api_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("Adding a real model…", self, triggered=self._how_to_add_models))
         help_menu.addAction(QAction("Welcome…", self, triggered=self.show_welcome))
@@ -225,6 +236,19 @@ class MainWindow(QMainWindow):
         self.welcome = WelcomeDialog(parent=self)
         self.welcome.show()
 
+    def show_local_api(self) -> ApiDialog:
+        if self.api_dialog is None:
+            self.api_dialog = ApiDialog(self.local_api, parent=self)
+        self.api_dialog.show()
+        self.api_dialog.raise_()
+        return self.api_dialog
+
+    def _on_api_state(self) -> None:
+        """A start that failed with nobody looking at the dialog (the window starting) is told here."""
+        dialog = self.api_dialog
+        if self.local_api.error and (dialog is None or not dialog.isVisible()):
+            self.statusBar().showMessage(f"Local API not serving: {self.local_api.error}")
+
     def _report_problem(self) -> None:
         from app.report_dialog import ReportDialog
 
@@ -240,6 +264,7 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self._size_docks)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.local_api.shutdown()  # API clients see the port close before the workers go
         self.memory_state.stop(wait_s=3.0)
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         self.settings.window_state = bytes(self.saveState().toBase64()).decode()

@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from app.api.serve import DEFAULT_HOST, DEFAULT_PORT
 from workers.atomic import write_text
 from workers.paths import config_dir
 from workers.protocol import ImageRequest
@@ -52,6 +53,16 @@ class Settings:
     demo_notice_dismissed: bool = _setting(False, "The demo-models notice was closed by the user.")
     welcome_shown: bool = _setting(
         False, "The first-run welcome (machine, models, how to add one) was shown."
+    )
+    api_enabled: bool = _setting(
+        False, "Serve the local OpenAI-compatible API while the window is open (Settings → Local API)."
+    )
+    api_host: str = _setting(
+        DEFAULT_HOST, "Address the local API listens on; anything but loopback reaches the network."
+    )
+    api_port: int = _setting(DEFAULT_PORT, "TCP port of the local API.")
+    api_yield_to_window: bool = _setting(
+        False, "API jobs run in the background class, so the window's own work goes first."
     )
 
 
