@@ -60,33 +60,9 @@ class ApiStatus(enum.Enum):
 
 def api_address(host: str, port: int) -> str:
     """The base URL a client on this machine uses (a wildcard host is reached through loopback)."""
-    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}/v1"
+    from app.api.serve import url_of
 
-
-class _UvicornErrors(logging.Handler):
-    """uvicorn logs why it cannot bind, then exits; ApiServer's OSError only carries the exit code."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-def listen_failure(host: str, port: int, error: OSError, logged: list[str]) -> str:
-    """Why the API is not listening, in words a user can act on."""
-    if any("address already in use" in line.lower() for line in logged):
-        return (
-            f"Port {port} on {host} is already in use (another program, or another Hearth, listens "
-            "there): choose another port, or stop that program."
-        )
-    if logged:
-        return f"The local API could not listen on {host}:{port}: {logged[-1]}"
-    return str(error)
+    return url_of(host, port) + "/v1"
 
 
 def start_server(supervisor, host: str, port: int, yield_to_window: bool):
@@ -94,15 +70,10 @@ def start_server(supervisor, host: str, port: int, yield_to_window: bool):
     from app.api.serve import ApiServer
 
     server = ApiServer(supervisor, host=host, port=port, yield_to_window=yield_to_window)
-    errors = _UvicornErrors()
-    uvicorn_log = logging.getLogger("uvicorn.error")  # configured by ApiServer(): add ours after it
-    uvicorn_log.addHandler(errors)
     try:
         server.start()
     except OSError as exc:
-        raise OSError(listen_failure(host, port, exc, errors.messages)) from exc
-    finally:
-        uvicorn_log.removeHandler(errors)
+        raise OSError(exc.strerror or str(exc)) from None
     return server
 
 

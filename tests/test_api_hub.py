@@ -23,6 +23,9 @@ class InstantSupervisor:
     def add_listener(self, listener) -> None:
         self.listeners.append(listener)
 
+    def remove_listener(self, listener) -> None:
+        self.listeners.remove(listener)
+
     def submit(self, request, priority=None, origin=None) -> str:
         job_id = next(self.ids)
         for event in (Started(job_id=job_id), TextDelta(job_id=job_id, text="hi")):

@@ -127,7 +127,7 @@ def test_a_port_in_use_says_so_and_the_switch_goes_back_off(qtbot, dialog, api):
     assert api.status is ApiStatus.off and api.server is None
     assert not dialog.switch.isChecked() and dialog.switch.isEnabled()
     assert dialog.error.isVisible()
-    assert f"Port {port} on 127.0.0.1 is already in use" in dialog.error.text()
+    assert f"port {port} on 127.0.0.1 is already in use" in dialog.error.text()
     assert not load_settings().api_enabled
 
 

@@ -96,6 +96,10 @@ class Supervisor:
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     def start(self) -> None:
         """Spawn every worker (they import their libraries in the background) and re-queue old jobs."""
         with self._lock:

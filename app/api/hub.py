@@ -91,6 +91,10 @@ class JobHub:
             watch.events.put_nowait(event)
         return watch
 
+    def close(self) -> None:
+        """Stop listening to the supervisor (a window that turns the API off keeps running)."""
+        self.supervisor.remove_listener(self._on_event)
+
     def cancel(self, watch: JobWatch) -> None:
         """Cancel the job unless it has ended (a client that went away gets its memory back)."""
         if not watch.ended:
