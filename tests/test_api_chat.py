@@ -172,3 +172,14 @@ def test_embeddings_refuse_token_arrays_by_name(api):
     with pytest.raises(openai.BadRequestError) as caught:
         api.client().embeddings.create(model="smollm2-135m-instruct", input=[[1, 2, 3]])
     assert caught.value.body["param"] == "input"
+
+
+def test_tools_for_a_model_whose_template_cannot_show_them_are_a_400_naming_tools(api):
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as caught:
+            answer = api.client().chat.completions.create(
+                model="smollm2-135m-instruct", messages=QUESTION, tools=[tool], stream=stream
+            )
+            list(answer) if stream else None
+        assert "no tool support" in caught.value.body["message"]

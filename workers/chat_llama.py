@@ -196,11 +196,17 @@ class GGUFTokenizer:
             bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
         )
 
-    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=True) -> list[int]:
+    @property
+    def chat_template(self) -> str:
+        return self.slot.footprint.chat_template
+
+    def apply_chat_template(
+        self, messages, add_generation_prompt=True, tokenize=True, tools=None
+    ) -> list[int]:
         from jinja2.exceptions import TemplateError
 
         try:
-            text = self.formatter(messages=messages).prompt
+            text = self.formatter(messages=messages, tools=tools).prompt
         except ValueError as exc:  # the template's raise_exception: e.g. no system role
             raise TemplateError(str(exc)) from exc
         return self.slot.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
@@ -368,7 +374,13 @@ def run_gguf(ctx: JobContext, request: ChatRequest, path: Path) -> None:
             f"setting ({request.quant}) applies to transformers models"
         )
     prompt_ids, max_new = fit_prompt(
-        slot.tokenizer, request.messages, slot.n_ctx, request.max_new_tokens, ctx.status, request.raw_prompt
+        slot.tokenizer,
+        request.messages,
+        slot.n_ctx,
+        request.max_new_tokens,
+        ctx.status,
+        request.raw_prompt,
+        request.tools,
     )
     with AnswerSink.open(ctx, request) as sink:
         stats = generate_gguf(ctx, slot, request, prompt_ids, max_new, sink)

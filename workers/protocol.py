@@ -140,12 +140,56 @@ class ImageRequest:
         check_params(self)
 
 
+MAX_TOOLS_JSON = 256 * 1024
+"""Largest tool list a chat request carries, as JSON."""
+
+
+@message
+@frozen
+class ToolCall:
+    """A function call the assistant made (OpenAI's ``tool_calls[i]``)."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments as the model wrote them: a JSON object, as text."""
+
+
 @message
 @frozen
 class ChatMessage:
     role: str
-    """"system", "user" or "assistant"."""
+    """"system", "user", "assistant" or "tool" (a function's result)."""
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls an assistant turn made."""
+    tool_call_id: str = ""
+    """Which call a "tool" message answers."""
+
+
+def tool_definitions(tools: str) -> list[dict]:
+    """The checked tool list of a ``ChatRequest``; raises ``BadInput`` naming what is wrong."""
+    import json
+
+    if len(tools) > MAX_TOOLS_JSON:
+        raise BadInput(f"the tool definitions are over {MAX_TOOLS_JSON // 1024} KiB", field="tools")
+    try:
+        parsed = json.loads(tools)
+    except (ValueError, RecursionError):
+        raise BadInput("tools must be a JSON list", field="tools") from None
+    if not isinstance(parsed, list) or not parsed:
+        raise BadInput("tools must be a non-empty list", field="tools")
+    for index, tool in enumerate(parsed):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise BadInput(f"tools[{index}].type must be 'function'", field="tools")
+        function = tool.get("function")
+        if (
+            not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not function["name"]
+        ):
+            raise BadInput(f"tools[{index}].function.name is required", field="tools")
+    return parsed
 
 
 @message
@@ -183,6 +227,10 @@ class ChatRequest:
     )
     raw_prompt: bool = False
     """Continue the one user message as plain text, without the chat template (legacy completions)."""
+    tools: str = ""
+    """OpenAI tool definitions (a JSON list of ``{"type": "function", "function": {...}}``) handed
+    to the model's chat template; a model whose template has no tool support refuses them. Kept as
+    JSON text: a tool's parameters are a JSON Schema, free-form by nature."""
 
     kind = WorkerKind.chat
     default_priority = Priority.interactive
@@ -191,8 +239,10 @@ class ChatRequest:
         if not self.messages or not any(m.role == "user" and m.content.strip() for m in self.messages):
             raise BadInput("prompt is empty: write a message first")
         for m in self.messages:
-            if m.role not in ("system", "user", "assistant"):
+            if m.role not in ("system", "user", "assistant", "tool"):
                 raise BadInput(f"unknown chat role {m.role!r}")
+        if self.tools:
+            tool_definitions(self.tools)
         if self.conversation_id:
             safe_name("conversation id", self.conversation_id)
         if self.raw_prompt and len(self.messages) != 1:

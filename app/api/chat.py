@@ -19,11 +19,21 @@ from app.api.errors import ApiError, bad_input
 from app.api.follow import ClientGone, JobResult, events_until_end, raise_for_end, run_to_end
 from app.api.hub import JobHub, JobWatch
 from app.api.model_list import require_model
+from app.api.tool_calls import StreamGate, parse, tool_names
 from models.catalog import ModelKind
 from workers.errors import BadInput
-from workers.protocol import ChatMessage, ChatRequest, Embeddings, EmbedRequest, Finished, TextDelta
+from workers.protocol import (
+    ChatMessage,
+    ChatRequest,
+    Embeddings,
+    EmbedRequest,
+    Finished,
+    TextDelta,
+    ToolCall,
+    tool_definitions,
+)
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 RENAMES = {"max_new_tokens": "max_tokens"}
 """Hearth field -> the name an OpenAI client sent it under (for the error's ``param``)."""
 CHAT_FIELDS = {
@@ -80,12 +90,38 @@ def chat_messages(raw: object) -> tuple[ChatMessage, ...]:
         if not isinstance(item, dict):
             raise ApiError(400, f"{where} must be an object", param=where)
         role = item.get("role")
-        if role == "tool" or item.get("tool_calls"):
-            raise ApiError(400, f"{where}: this model's chat template has no tool support", param=where)
         if role not in ROLES:
             raise ApiError(400, f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", param=where)
-        messages.append(ChatMessage(role=ROLES[role], content=_content(item.get("content"), where)))
+        call_id = item.get("tool_call_id") if role == "tool" else ""
+        if role == "tool" and (not isinstance(call_id, str) or not call_id):
+            raise ApiError(400, f"{where}: a tool message needs the tool_call_id it answers", param=where)
+        messages.append(
+            ChatMessage(
+                role=ROLES[role],
+                content=_content(item.get("content"), where),
+                tool_calls=_tool_calls(item.get("tool_calls"), where) if role == "assistant" else (),
+                tool_call_id=call_id,
+            )
+        )
     return tuple(messages)
+
+
+def _tool_calls(raw: object, where: str) -> tuple[ToolCall, ...]:
+    """An assistant turn's earlier calls, as the client sends them back."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ApiError(400, f"{where}.tool_calls must be a list", param=where)
+    calls = []
+    for index, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ApiError(400, f"{where}.tool_calls[{index}] needs a function with a name", param=where)
+        arguments = function.get("arguments", "{}")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        calls.append(ToolCall(id=str(call.get("id", "")), name=function["name"], arguments=arguments))
+    return tuple(calls)
 
 
 def _content(content: object, where: str) -> str:
@@ -137,8 +173,15 @@ def _sampling(body: dict, used: set[str], default_max: int | None) -> dict:
     for name, neutral in NEUTRAL.items():
         if name in body and body[name] not in (neutral, None):
             raise ApiError(400, f"{name} is not supported by Hearth's chat engine", param=name)
-    if body.get("tools") or body.get("tool_choice") not in (None, "none", "auto"):
-        raise ApiError(400, "this model's chat template has no tool support", param="tools")
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if choice not in (None, "none", "auto"):
+        raise ApiError(
+            400, "tool_choice can be 'auto' or 'none': Hearth cannot force a call", param="tool_choice"
+        )
+    if tools is not None and not isinstance(tools, list):
+        raise ApiError(400, "tools must be a list", param="tools")
+    if tools and choice != "none":
+        fields["tools"] = json.dumps(tools)
     response_format = body.get("response_format")
     if response_format not in (None, {"type": "text"}):
         raise ApiError(400, "response_format other than text is not supported", param="response_format")
@@ -213,14 +256,18 @@ class ChatEndpoints:
         include_usage = _include_usage(body)
         watch = self._submit(chat, client)
         shape = CompletionShape(watch.job_id, chat.model, chat_shape)
+        names = tool_names(tool_definitions(chat.tools)) if chat.tools else set()
         if not stream:
             result = await run_to_end(self.hub, watch, request, chat.model)
             text = "".join(e.text for e in result.events if isinstance(e, TextDelta))
-            return JSONResponse(shape.whole(text, finish_reason(result.finished), usage_of(result)))
+            content, calls = parse(text, names) if names else (text, [])
+            finish = "tool_calls" if calls else finish_reason(result.finished)
+            return JSONResponse(shape.whole(content, finish, usage_of(result), calls))
         events = events_until_end(self.hub, watch, request)
         first = await _first_event(events, chat.model)  # a model that fails to load is a 4xx, not a stream
+        gate = StreamGate(names) if names else None
         return StreamingResponse(
-            _sse(shape, first, events, include_usage, lambda: self.hub.cancel(watch)),
+            _sse(shape, first, events, include_usage, lambda: self.hub.cancel(watch), gate),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -250,7 +297,9 @@ async def _first_event(events: AsyncIterator, model: str):
     raise ApiError(500, "the job ended without an answer", type="server_error")
 
 
-async def _sse(shape: CompletionShape, first, events: AsyncIterator, include_usage: bool, cancel):
+async def _sse(
+    shape: CompletionShape, first, events: AsyncIterator, include_usage: bool, cancel, gate: StreamGate | None
+):
     def data(payload: dict) -> str:
         return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
@@ -261,9 +310,18 @@ async def _sse(shape: CompletionShape, first, events: AsyncIterator, include_usa
         event = first
         while True:
             if isinstance(event, TextDelta):
-                yield data(shape.chunk(shape.delta(event.text), None, extra))
+                text = gate.feed(event.text) if gate else event.text
+                if text:
+                    yield data(shape.chunk(shape.delta(text), None, extra))
             elif isinstance(event, Finished):
-                yield data(shape.chunk(shape.delta(None), finish_reason(event), extra))
+                rest, calls = gate.finish() if gate else ("", [])
+                if rest:
+                    yield data(shape.chunk(shape.delta(rest), None, extra))
+                for index, call in enumerate(calls):  # the id and name first, then the arguments whole
+                    yield data(shape.chunk(_call_delta(index, call, head=True), None, extra))
+                    yield data(shape.chunk(_call_delta(index, call, head=False), None, extra))
+                finish = "tool_calls" if calls else finish_reason(event)
+                yield data(shape.chunk(shape.delta(None), finish, extra))
                 if include_usage:
                     yield data(shape.usage_chunk(usage_of(event)))
                 yield "data: [DONE]\n\n"
@@ -291,6 +349,13 @@ async def _sse(shape: CompletionShape, first, events: AsyncIterator, include_usa
         cancel()  # first, without awaiting: a client that left mid-stream gets its memory back
         with contextlib.suppress(Exception):
             await events.aclose()
+
+
+def _call_delta(index: int, call, head: bool) -> dict:
+    if head:
+        function = {"name": call.name, "arguments": ""}
+        return {"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": function}]}
+    return {"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]}
 
 
 class CompletionShape:
@@ -325,9 +390,14 @@ class CompletionShape:
         obj = "chat.completion.chunk" if self.chat else "text_completion"
         return {**self._head(obj), "choices": [], "usage": usage}
 
-    def whole(self, text: str, finish: str, usage: dict) -> dict:
+    def whole(self, text: str, finish: str, usage: dict, calls=()) -> dict:
         if self.chat:
-            message = {"role": "assistant", "content": text, "refusal": None}
+            message = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
+            if calls:
+                message["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in calls
+                ]
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             return {**self._head("chat.completion"), "choices": [choice], "usage": usage}
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -62,7 +63,13 @@ def run(ctx: JobContext, request: ChatRequest | EmbedRequest) -> None:
     chat, draft = slots[0].loaded, (slots[1].loaded if len(slots) > 1 else None)
     limit = request.context_length or chat.context_limit
     prompt_ids, max_new = fit_prompt(
-        chat.tokenizer, request.messages, limit, request.max_new_tokens, ctx.status, request.raw_prompt
+        chat.tokenizer,
+        request.messages,
+        limit,
+        request.max_new_tokens,
+        ctx.status,
+        request.raw_prompt,
+        request.tools,
     )
     with contextlib.ExitStack() as busy, AnswerSink.open(ctx, request) as sink:
         for slot in slots:
@@ -176,21 +183,60 @@ def prepare_model(ctx: JobContext, spec: str, quant: str, allow_pickle: bool, ro
 
 
 def _as_dicts(messages) -> list[dict]:
-    return [{"role": m.role, "content": m.content} for m in messages]
+    """Messages as chat templates read them; a call's arguments as an object (templates ``tojson`` them)."""
+    rows = []
+    for m in messages:
+        row: dict = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            row["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c)}}
+                for c in m.tool_calls
+            ]
+        if m.tool_call_id:
+            row["tool_call_id"] = m.tool_call_id
+        rows.append(row)
+    return rows
 
 
-def encode_chat(tokenizer, messages, raw: bool = False) -> list[int]:
+def _arguments(call) -> object:
+    try:
+        return json.loads(call.arguments)
+    except ValueError:
+        return call.arguments
+
+
+def template_tools(tokenizer, tools: str) -> list[dict] | None:
+    """The request's tools for the template, or ``BadInput`` when the template cannot show them."""
+    from workers.protocol import tool_definitions
+
+    if not tools:
+        return None
+    template = tokenizer.chat_template
+    template = " ".join(template.values()) if isinstance(template, dict) else (template or "")
+    if "tools" not in template:
+        raise BadInput(
+            "this model's chat template has no tool support: it would not see the tools; use a model "
+            "whose template handles tools (Qwen 2.5/3, Llama 3.1+, Mistral, Hermes ...)",
+            field="tools",
+        )
+    return tool_definitions(tools)
+
+
+def encode_chat(tokenizer, messages, raw: bool = False, tools: str = "") -> list[int]:
     """Token ids of ``messages`` through the model's own chat template, ready for the answer;
     ``raw``: the one message's text as it is, to be continued (a legacy text completion)."""
     from jinja2.exceptions import TemplateError
 
     if raw:
         return list(tokenizer.encode(messages[-1].content))
+    extra = {"tools": template_tools(tokenizer, tools)} if tools else {}
     try:
-        ids = tokenizer.apply_chat_template(_as_dicts(messages), add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(
+            _as_dicts(messages), add_generation_prompt=True, tokenize=True, **extra
+        )
     except TemplateError:  # some templates refuse a system role: fold it into the first user turn
         ids = tokenizer.apply_chat_template(
-            _as_dicts(_fold_system(messages)), add_generation_prompt=True, tokenize=True
+            _as_dicts(_fold_system(messages)), add_generation_prompt=True, tokenize=True, **extra
         )
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
@@ -206,20 +252,20 @@ def _fold_system(messages) -> list[ChatMessage]:
 
 
 def fit_prompt(
-    tokenizer, messages, limit: int, max_new_tokens: int, status, raw: bool = False
+    tokenizer, messages, limit: int, max_new_tokens: int, status, raw: bool = False, tools: str = ""
 ) -> tuple[list[int], int]:
     """Drop the oldest turns until prompt + answer fit in ``limit`` tokens; returns (ids, answer budget)."""
     system = [m for m in messages if m.role == "system"]
     turns = [m for m in messages if m.role != "system"]
     reserve = min(max_new_tokens, limit // 2)
-    ids, dropped = encode_chat(tokenizer, system + turns, raw), 0
+    ids, dropped = encode_chat(tokenizer, system + turns, raw, tools), 0
     while len(ids) + reserve > limit and any(m.role == "user" for m in turns[1:]):
         turns.pop(0)
         dropped += 1
         while turns and turns[0].role != "user":
             turns.pop(0)
             dropped += 1
-        ids = encode_chat(tokenizer, system + turns)
+        ids = encode_chat(tokenizer, system + turns, raw, tools)
     if len(ids) >= limit:
         raise BadInput(
             f"your message is {len(ids)} tokens but the model's context window is {limit} tokens: "
