@@ -1,7 +1,8 @@
 """``hearth --self-test``: prove an install (or a packaged bundle) works, headless.
 
 Starts the arbiter and the image and chat workers from this installation, runs one demo image
-job and one answer from the embedded chat model, and exits 0 only if both succeed. Everything
+job and one answer from the embedded chat model, then one chat completion through the local API
+on a free loopback port, and exits 0 only if all three succeed. Everything
 it writes goes to a temporary folder, never to the user's data.
 """
 
@@ -48,14 +49,46 @@ def _run(tmp: str, timeout: float) -> int:
             )
         )
         ends, answer = _collect(events, {image_job, chat_job}, timeout, TextDelta, chat_job)
+        api_answer = _ask_the_api(supervisor)
     finally:
         supervisor.shutdown()
     image_ok = isinstance(ends.get(image_job), Finished) and os.path.exists(os.path.join(tmp, "t.png"))
     chat_ok = isinstance(ends.get(chat_job), Finished) and bool(answer.strip())
     print(f"self-test: image {'ok' if image_ok else ends.get(image_job)}", flush=True)
     print(f"self-test: chat {'ok' if chat_ok else ends.get(chat_job)}: {answer.strip()!r}", flush=True)
+    print(f"self-test: api {'ok' if api_answer.strip() else 'no answer'}: {api_answer.strip()!r}", flush=True)
     print(f"self-test: {time.monotonic() - started:.1f} s", flush=True)
-    return 0 if image_ok and chat_ok else 1
+    return 0 if image_ok and chat_ok and api_answer.strip() else 1
+
+
+def _ask_the_api(supervisor) -> str:
+    """One ``/v1/chat/completions`` through the bundle's own HTTP stack (uvicorn, FastAPI)."""
+    import json
+    import urllib.request
+
+    from app.api.serve import ApiServer
+
+    server = ApiServer(supervisor, port=0)
+    server.start()
+    try:
+        body = {
+            "model": "smollm2-135m-instruct",
+            "max_tokens": 8,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": CHAT_QUESTION}],
+        }
+        request = urllib.request.Request(
+            server.base_url + "/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return json.load(response)["choices"][0]["message"]["content"]
+    except OSError as exc:
+        print(f"self-test: api failed: {exc}", flush=True)
+        return ""
+    finally:
+        server.stop()
 
 
 def _collect(events: queue.Queue, jobs: set[str], timeout: float, text_type: type, chat_job: str):
