@@ -77,27 +77,14 @@ class EmbedSlot:
 
 
 def _gguf_vectors(ctx: JobContext, request: EmbedRequest, path: Path):
-    from models.chat_memory import gguf_plans
-    from workers.chat_llama import check_gguf, gpu_offload
-    from workers.context import MemoryTier
+    from workers.chat_llama import check_gguf, lease_gguf
     from workers.errors import BadInput
 
     footprint = check_gguf(path)
     n_ctx = min(EMBED_CONTEXT, footprint.context or EMBED_CONTEXT)
     key = f"embed:{request.model}:gguf:{n_ctx}"
     slot = ctx.cache.get_or_load(key, lambda: EmbedSlot(path, footprint, n_ctx))
-    plans = gguf_plans(footprint, n_ctx, gpu_offload())
-    tiers = [
-        MemoryTier(
-            name=plan.name,
-            bytes=plan.bytes,
-            est_step_s=plan.est_step_s,
-            apply=lambda plan=plan: slot.ensure(plan, ctx.status),
-        )
-        for plan in plans
-    ]
-    tier = ctx.lease_memory(key, tiers, on_release=slot.unload)
-    slot.ensure(next(p for p in plans if p.name == tier.name), ctx.status)
+    lease_gguf(ctx, key, slot, footprint, n_ctx)
     vectors, tokens = [], 0
     for index, text in enumerate(request.texts):
         ids = slot.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)

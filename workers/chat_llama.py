@@ -268,6 +268,13 @@ def prepare_gguf(ctx: JobContext, request: ChatRequest, path: Path) -> GGUFSlot:
     n_ctx = gguf_context(footprint, request.context_length)
     key = f"chat:{request.model}:gguf:{n_ctx}"
     slot = ctx.cache.get_or_load(key, lambda: GGUFSlot(path, footprint, n_ctx))
+    lease_gguf(ctx, key, slot, footprint, n_ctx)
+    return slot
+
+
+def lease_gguf(ctx: JobContext, key: str, slot, footprint: GGUFFootprint, n_ctx: int) -> None:
+    """Lease memory for ``slot`` (anything with ``ensure(plan, status)`` and ``unload()``) at the
+    tiers its GGUF allows, and load it at the granted one."""
     plans = gguf_plans(footprint, n_ctx, gpu_offload())
     tiers = [
         MemoryTier(
@@ -278,10 +285,9 @@ def prepare_gguf(ctx: JobContext, request: ChatRequest, path: Path) -> GGUFSlot:
         )
         for plan in plans
     ]
-    # Never in use for a revoke's purposes: the decode loop reloads at the next token (see above).
+    # Never in use for a revoke's purposes: a decode loop reloads at the next token (see above).
     tier = ctx.lease_memory(key, tiers, on_release=slot.unload)
     slot.ensure(next(p for p in plans if p.name == tier.name), ctx.status)
-    return slot
 
 
 # --------------------------------------------------------------------------- decoding

@@ -36,45 +36,14 @@ from workers.protocol import (
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 RENAMES = {"max_new_tokens": "max_tokens"}
 """Hearth field -> the name an OpenAI client sent it under (for the error's ``param``)."""
-CHAT_FIELDS = {
-    "model",
-    "messages",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "stream",
-    "stream_options",
-    "n",
-    "user",
-    "frequency_penalty",
-    "presence_penalty",
-    "logprobs",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-}
-COMPLETION_FIELDS = {
-    "model",
-    "prompt",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "seed",
-    "stream",
-    "stream_options",
-    "n",
-    "user",
-    "frequency_penalty",
-    "presence_penalty",
-    "logprobs",
-    "echo",
-    "suffix",
-}
+_SHARED_FIELDS = {
+    "model", "temperature", "top_p", "max_tokens", "stop", "seed", "stream", "stream_options", "n", "user",
+    "frequency_penalty", "presence_penalty", "logprobs",
+}  # fmt: skip
+CHAT_FIELDS = _SHARED_FIELDS | {
+    "messages", "max_completion_tokens", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+}  # fmt: skip
+COMPLETION_FIELDS = _SHARED_FIELDS | {"prompt", "echo", "suffix"}
 OPENAI_MAX_TOKENS_DEFAULT_COMPLETIONS = 16
 """OpenAI's legacy completions answer 16 tokens unless told otherwise; clients rely on it."""
 # Parameters OpenAI has and Hearth does not: accepted at their neutral value, refused otherwise.
