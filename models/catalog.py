@@ -30,11 +30,14 @@ class CatalogEntry:
     """How it is obtained, in words the UI can show."""
     memory_bytes: dict[str, int]
     """Estimated device memory per tier name (fastest first)."""
+    family: str = ""
+    """The architecture, in the words ``hearth models`` uses for found models (``SD1.5``, ``Wan 2.1``)."""
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         id="smollm2-135m-instruct",
+        family="SmolLM",
         kind=ModelKind.chat,
         title="SmolLM2 135M Instruct (embedded)",
         demo=False,
@@ -43,6 +46,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry(
         id="demo-sd",
+        family="SD1.5",
         kind=ModelKind.image,
         title="Demo image model (tiny, random weights)",
         demo=True,
@@ -51,6 +55,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry(
         id="demo-animatediff",
+        family="AnimateDiff",
         kind=ModelKind.video,
         title="Demo AnimateDiff (tiny, random weights)",
         demo=True,
@@ -59,6 +64,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry(
         id="demo-wan",
+        family="Wan 2.1",
         kind=ModelKind.video,
         title="Demo Wan text-to-video (tiny, random weights)",
         demo=True,
@@ -67,6 +73,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry(
         id="demo-musicgen",
+        family="MusicGen",
         kind=ModelKind.music,
         title="Demo MusicGen (tiny, random weights)",
         demo=True,
@@ -75,6 +82,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry(
         id="demo-musicgen-melody",
+        family="MusicGen-Melody",
         kind=ModelKind.music,
         title="Demo MusicGen-Melody (tiny, random weights)",
         demo=True,

@@ -347,6 +347,13 @@ def gguf_file_for(spec: str) -> Path | None:
 
 def read_gguf_footprint(path: Path) -> GGUFFootprint:
     """Walk a GGUF's header (every length checked against the file) into its llama.cpp footprint."""
+    metadata, tensors = read_gguf_header(path)
+    return footprint_from_header(metadata, tensors, Path(path).name)
+
+
+def read_gguf_header(path: Path) -> tuple[dict, dict]:
+    """A GGUF's metadata (an array as its length) and tensors (name -> (dimensions, ggml type)),
+    every length checked against the file; no tensor data is read."""
     import mmap
 
     from models.gguf_header import Truncated
@@ -366,7 +373,7 @@ def read_gguf_footprint(path: Path) -> GGUFFootprint:
             ) from None
         finally:
             view.release()
-    return _footprint(metadata, tensors, path.name)
+    return metadata, tensors
 
 
 def _gguf_header(view: memoryview, name: str) -> tuple[dict, dict]:
@@ -407,7 +414,7 @@ def _gguf_header(view: memoryview, name: str) -> tuple[dict, dict]:
     return metadata, tensors
 
 
-def _footprint(metadata: dict, tensors: dict, name: str) -> GGUFFootprint:
+def footprint_from_header(metadata: dict, tensors: dict, name: str) -> GGUFFootprint:
     from workers.errors import BadInput
 
     arch = metadata.get("general.architecture")

@@ -23,16 +23,22 @@ SAFETENSORS_MAX_HEADER = 100_000_000
 
 def require_safetensors(path: Path) -> None:
     """Refuse ``path`` unless its header length and tensor offsets fit inside the file."""
+    read_safetensors_header(path)
+
+
+def read_safetensors_header(path: Path) -> dict:
+    """The checked header of ``path``: tensor name -> {dtype, shape, data_offsets}, and
+    ``__metadata__`` when the file has one. No tensor data is read."""
     path = Path(path)
     with open(path, "rb") as handle:
-        check_safetensors(handle, os.fstat(handle.fileno()).st_size, path.name)
+        return check_safetensors(handle, os.fstat(handle.fileno()).st_size, path.name)
 
 
 def require_safetensors_bytes(data: bytes, what: str) -> None:
     check_safetensors(io.BytesIO(data), len(data), what)
 
 
-def check_safetensors(handle: BinaryIO, size: int, what: str) -> None:
+def check_safetensors(handle: BinaryIO, size: int, what: str) -> dict:
     if size < 8:
         raise BadInput(f"{what} is not a safetensors file ({size} bytes, shorter than its header)")
     (header_length,) = struct.unpack("<Q", handle.read(8))
@@ -51,6 +57,7 @@ def check_safetensors(handle: BinaryIO, size: int, what: str) -> None:
     for name, tensor in header.items():
         if name != "__metadata__":
             _check_tensor_offsets(what, name, tensor, data_bytes)
+    return header
 
 
 def _check_tensor_offsets(what: str, name: str, tensor: object, data_bytes: int) -> None:
