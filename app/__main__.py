@@ -14,6 +14,7 @@ CLI_COMMANDS = {
     "arbiter": "the VRAM arbiter: print its ledger of leases (hearth arbiter status)",
     "serve": "the local OpenAI-compatible API, headless (hearth serve --help)",
     "api-key": "print the local API's key (made on first use)",
+    "models": "the models on this machine: list, scan, add, remove, info (hearth models --help)",
 }
 QT_OPTIONS_WITH_VALUE = frozenset(
     ("-platform", "-platformpluginpath", "-platformtheme", "-plugin", "-qmljsdebugger", "-style")

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from app.cli_brush import add_brush
+from app.cli_models import add_models
 from app.cli_schema import add_options, given
 from workers.atomic import check_writable
 from workers.errors import BadInput
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     arbiter.add_parser("status", help="print the ledger of VRAM leases")
     _add_serve(commands.add_parser("serve", help="the local OpenAI-compatible API (headless)"))
     commands.add_parser("api-key", help="print the local API's key (made on first use)")
+    add_models(commands.add_parser("models", help="the models here: list, scan, add, remove, info"))
     return parser
 
 
@@ -144,6 +146,10 @@ def _main(argv: list[str]) -> int:
         from app.api.serve import serve
 
         return serve(args.host, args.port, args.cors_origin, args.yield_to_window)
+    if args.command == "models":
+        from app.cli_models import run_models
+
+        return run_models(args)
     if args.command == "arbiter":
         from workers.arbiter.status import print_status
 
