@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 
 
 def add_models(p: argparse.ArgumentParser) -> None:
@@ -96,48 +97,58 @@ def _list(registry, args, budget) -> None:
     _show(models, budget, args.json)
 
 
+@dataclass
+class ScanReport:
+    """What one ``hearth models scan`` found: models (linked unless a dry run), files that are
+    no model Hearth can use, and entries that could not be read."""
+
+    models: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    unreadable: list = field(default_factory=list)
+    new: int = 0
+
+
 def _scan(registry, args, budget) -> None:
     from models.identity import FoundKind
     from models.scan import Found, scan
 
-    linked, skipped, unreadable, new = [], [], [], 0
+    report = ScanReport()
     for item in scan(args.paths):
         if not isinstance(item, Found):
-            unreadable.append(item)
+            report.unreadable.append(item)
         elif item.identity.kind is FoundKind.unknown:
-            skipped.append(item)
+            report.skipped.append(item)
         elif args.dry_run:
-            linked.append(_unsaved(item))
+            report.models.append(_unsaved(item))
         else:
-            new += registry.get(item.candidate.location) is None
-            linked.append(registry.link(item.candidate, item.identity))
+            report.new += registry.get(item.candidate.location) is None
+            report.models.append(registry.link(item.candidate, item.identity))
     if not args.paths and not args.dry_run:
         registry.rescan()  # what was linked before and has gone since shows as missing
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "budget": _budget_json(budget),
-                    "models": [_model_json(m, budget) for m in linked],
-                    "skipped": [
-                        {"where": s.candidate.location, "reason": s.identity.reason} for s in skipped
-                    ],
-                    "unreadable": [
-                        {"where": u.where, "source": u.source, "reason": u.reason} for u in unreadable
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return
-    _table(linked, budget)
-    for item in skipped:
+        print(json.dumps(_scan_json(report, budget), indent=2))
+    else:
+        _print_scan(report, budget, "found" if args.dry_run else "linked")
+
+
+def _scan_json(report: ScanReport, budget) -> dict:
+    return {
+        "budget": _budget_json(budget),
+        "models": [_model_json(m, budget) for m in report.models],
+        "skipped": [{"where": s.candidate.location, "reason": s.identity.reason} for s in report.skipped],
+        "unreadable": [{"where": u.where, "source": u.source, "reason": u.reason} for u in report.unreadable],
+    }
+
+
+def _print_scan(report: ScanReport, budget, verb: str) -> None:
+    _table(report.models, budget)
+    for item in report.skipped:
         print(f"skipped: {item.candidate.location}: {item.identity.reason}")
-    for item in unreadable:
+    for item in report.unreadable:
         print(f"unreadable: {item.where}: {item.reason}")
-    verb = "found" if args.dry_run else "linked"
     print(
-        f"hearth: {verb} {len(linked)} model(s) ({new} new), {len(skipped)} skipped, {len(unreadable)} unreadable",
+        f"hearth: {verb} {len(report.models)} model(s) ({report.new} new), {len(report.skipped)} skipped, "
+        f"{len(report.unreadable)} unreadable",
         file=sys.stderr,
     )
 
