@@ -128,14 +128,15 @@ def identify_gguf(path: Path, name_hint: str = "") -> ModelIdentity:
 
 def identify_folder(folder: Path, name_hint: str = "") -> ModelIdentity:
     recognition = recognise_folder(folder, name_hint)
-    count = TensorCount()
+    count, size = TensorCount(), 0
     for weights in weight_files(folder):
         part = weights.parent.name if weights.parent != folder else "model"
         header = read_safetensors_header(weights)
         count.add(count_safetensors(header, f"{folder.name}/{weights.name}", prefix_of=lambda _n, p=part: p))
+        size += weights.stat().st_size
     recognition = _with_weights_reason(folder, recognition, count)
     fmt = "diffusers" if (folder / "model_index.json").is_file() else "transformers"
-    identity = _identity(folder, fmt, recognition, count, _folder_bytes(folder))
+    identity = _identity(folder, fmt, recognition, count, size)
     if recognition.kind is FoundKind.chat:
         identity = replace(identity, tiers=chat_tiers(_chat_shape(folder / "config.json")))
     return identity
@@ -156,14 +157,25 @@ def _chat_shape(config_path: Path) -> ChatModelShape:
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """A folder's safetensors, and its parts' one level down; a variant (``.fp16.``) only where
-    the part has no plain file, so a part saved twice is counted once."""
+    """The safetensors a folder's model is made of: a pipeline's parts (the subfolders its
+    model_index.json names; a hub repo may also hold single-file checkpoints beside them), else
+    the folder's own. A variant (``.fp16.``) counts only where its part has no plain file."""
+    places = [folder]
+    if (folder / "model_index.json").is_file():
+        index = read_config(folder / "model_index.json")
+        places = [folder / name for name, entry in sorted(index.items()) if _is_part(name, entry, folder)]
     found: list[Path] = []
-    for place in (folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))):
+    for place in places:
         files = sorted(p for p in place.glob("*.safetensors") if p.is_file())
         plain = [p for p in files if not _VARIANT.search(p.name)]
         found += plain or files
     return found
+
+
+def _is_part(name: str, entry: object, folder: Path) -> bool:
+    """A model_index.json entry naming a part saved in a subfolder (``"unet": ["diffusers", ...]``)."""
+    named = isinstance(entry, list) and any(item is not None for item in entry)
+    return named and not name.startswith((".", "_")) and "/" not in name and (folder / name).is_dir()
 
 
 def _with_weights_reason(folder: Path, recognition: Recognition, count: TensorCount) -> Recognition:
@@ -214,16 +226,3 @@ def _pickle_identity(path: Path, size: int) -> ModelIdentity:
         file_bytes=size,
         reason=PICKLE_REASON,
     )
-
-
-def _folder_bytes(folder: Path) -> int:
-    """Every file in the folder and one level down (a hub snapshot's are links to its blobs)."""
-    total = 0
-    for place in (folder, *(p for p in folder.iterdir() if p.is_dir())):
-        for entry in place.iterdir():
-            try:
-                if entry.is_file():
-                    total += entry.stat().st_size
-            except OSError:
-                continue
-    return total

@@ -178,7 +178,16 @@ def fill_hub_cache(cache: Path, scratch: Path) -> None:
         cache,
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
         {
-            "model_index.json": _json({"_class_name": "StableDiffusionPipeline"}),
+            "model_index.json": _json(
+                {
+                    "_class_name": "StableDiffusionPipeline",
+                    "unet": ["diffusers", "UNet2DConditionModel"],
+                    "text_encoder": ["transformers", "CLIPTextModel"],
+                    "vae": ["diffusers", "AutoencoderKL"],
+                    "safety_checker": [None, None],
+                }
+            ),
+            "v1-5-pruned-emaonly.safetensors": tensors(SD15),  # the single file beside the parts
             "unet/config.json": _json({"_class_name": "UNet2DConditionModel", "cross_attention_dim": 768}),
             "unet/diffusion_pytorch_model.safetensors": tensors({"conv_in.weight": (8, 4, 3, 3)}),
             "unet/diffusion_pytorch_model.fp16.safetensors": tensors({"conv_in.weight": (8, 4, 3, 3)}),
@@ -194,7 +203,13 @@ def fill_hub_cache(cache: Path, scratch: Path) -> None:
         cache,
         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
         {
-            "model_index.json": _json({"_class_name": "WanPipeline", "transformer_2": [None, None]}),
+            "model_index.json": _json(
+                {
+                    "_class_name": "WanPipeline",
+                    "transformer": ["diffusers", "WanTransformer3DModel"],
+                    "transformer_2": [None, None],
+                }
+            ),
             "transformer/config.json": _json({"_class_name": "WanTransformer3DModel", "in_channels": 16}),
             "transformer/diffusion_pytorch_model.safetensors": tensors(
                 {"patch_embedding.weight": (8, 16, 1, 2, 2)}
@@ -205,7 +220,9 @@ def fill_hub_cache(cache: Path, scratch: Path) -> None:
         cache,
         "Lightricks/LTX-Video",
         {
-            "model_index.json": _json({"_class_name": "LTXPipeline"}),
+            "model_index.json": _json(
+                {"_class_name": "LTXPipeline", "transformer": ["diffusers", "LTXVideoTransformer3DModel"]}
+            ),
             "transformer/diffusion_pytorch_model.safetensors": tensors({"proj_in.weight": (8, 8)}),
         },
     )

@@ -60,7 +60,7 @@ def test_parts_of_a_model_have_no_tiers(tmp_path):
         assert identify(mf.write_safetensors(tmp_path / "part.safetensors", names)).tiers == ()
 
 
-def test_a_diffusers_folder_counts_each_part_once(tmp_path):
+def test_a_diffusers_folder_counts_each_of_its_parts_once(tmp_path):
     cache = tmp_path / "hub"
     mf.fill_hub_cache(cache, tmp_path / "scratch")
     snapshot = next((cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5" / "snapshots").iterdir())
@@ -71,7 +71,8 @@ def test_a_diffusers_folder_counts_each_part_once(tmp_path):
         "diffusers",
         True,
     )
-    # unet (8*4*3*3) once though it is there in fp32 and fp16, text encoder 16*8, VAE 8*3*3*3.
+    # unet (8*4*3*3) once though it is there in fp32 and fp16, text encoder 16*8, VAE 8*3*3*3;
+    # not the single-file checkpoint the repo also holds at its top.
     assert identity.parameters == 288 + 128 + 216
 
 
