@@ -224,7 +224,7 @@ class ChatEndpoints:
         stream = bool_field(body, "stream")
         include_usage = _include_usage(body)
         watch = self._submit(chat, client)
-        shape = CompletionShape(watch.job_id, chat.model, chat_shape)
+        shape = CompletionShape(watch.job_id, body["model"], chat_shape)  # the id asked for, never a path
         names = tool_names(tool_definitions(chat.tools)) if chat.tools else set()
         if not stream:
             result = await run_to_end(self.hub, watch, request, chat.model)
@@ -424,4 +424,4 @@ class EmbeddingEndpoint:
             {"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(found.vectors)
         ]
         usage = {"prompt_tokens": found.prompt_tokens, "total_tokens": found.prompt_tokens}
-        return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
+        return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": usage})

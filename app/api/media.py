@@ -226,7 +226,7 @@ class MediaEndpoints:
         watch = self._submit(job, client)
         video = VideoJob(
             id="video_" + watch.job_id,
-            model=model,
+            model=body.get("model") or _default(VideoRequest),
             prompt=prompt,
             seconds=f"{job.frames / job.fps:g}",
             size=f"{job.width}x{job.height}",

@@ -1,83 +1,69 @@
 """Which models the API serves, and whether each fits this machine.
 
-A client names a model by its catalog id (``GET /v1/models`` lists them with their kind and
-Hearth's fit verdict). Local paths are not accepted over HTTP: a program talking to the API must
-not make Hearth open files of its choosing; the window and the CLI take paths.
+A client names a model by its id in ``GET /v1/models``: the catalog's models and every model the
+user linked with ``hearth models`` (the registry), each with its kind and Hearth's fit verdict.
+Paths are never accepted over HTTP: a program talking to the API must not make Hearth open files
+of its choosing; it can only pick among the models the user registered.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-
 from app.api.errors import ApiError, missing_model
-from models.catalog import CATALOG, CatalogEntry, ModelKind
-from workers.machine import detect_machine
+from models.budget import machine_budget
+from models.catalog import ModelKind
+from models.fit import judge
+from models.registry import ModelRegistry, RegisteredModel, builtin_models
 
 CREATED = 1_767_225_600
-"""``created`` of every listed model (2026-01-01): OpenAI's shape needs a time, the catalog has none."""
+"""``created`` of every listed model (2026-01-01): OpenAI's shape needs a time, the registry has none."""
+SERVED_KINDS = {kind.value for kind in ModelKind}
 
 
-@dataclass(frozen=True, slots=True)
-class Fit:
-    verdict: str
-    """``fits`` (its fastest tier fits), ``fits_reduced`` (a smaller tier fits) or ``too_big``."""
-    tier: str
-    """The fastest tier that fits, or the smallest when none does."""
-
-
-@lru_cache(maxsize=1)
-def device_memory() -> tuple[str, int]:
-    """(device, bytes) the arbiter would share: the GPU's memory, else system memory."""
-    info = detect_machine()
-    return ("cuda", info.vram_bytes) if info.gpu_name else ("cpu", info.ram_bytes)
-
-
-def fit_of(item: CatalogEntry, capacity: int) -> Fit:
-    tiers = list(item.memory_bytes.items())  # fastest first
-    for index, (tier, size) in enumerate(tiers):
-        if size <= capacity:
-            return Fit("fits" if index == 0 else "fits_reduced", tier)
-    return Fit("too_big", tiers[-1][0])
+def served_models() -> list[RegisteredModel]:
+    """The catalog's models, then the registry's runnable models of a kind the API serves."""
+    with ModelRegistry() as registry:
+        linked = registry.models()
+    usable = [
+        m for m in linked if m.identity.kind.value in SERVED_KINDS and m.identity.runnable and not m.problem
+    ]
+    return builtin_models() + usable
 
 
 def listing() -> list[dict]:
     """``GET /v1/models``'s ``data``: OpenAI's model objects plus Hearth's own fields."""
-    device, capacity = device_memory()
+    budget = machine_budget()
     rows = []
-    for item in CATALOG:
-        fit = fit_of(item, capacity)
+    for model in served_models():
+        fit = judge(model.identity.tiers, budget)
         rows.append(
             {
-                "id": item.id,
+                "id": model.id,
                 "object": "model",
                 "created": CREATED,
                 "owned_by": "hearth",
-                "kind": item.kind.value,
-                "title": item.title,
-                "demo": item.demo,
-                "fit": {"verdict": fit.verdict, "tier": fit.tier, "device": device},
+                "kind": model.identity.kind.value,
+                "title": model.name,
+                "family": model.identity.family,
+                "fit": None
+                if fit is None
+                else {"verdict": fit.verdict.value, "tier": fit.tier, "needs_bytes": fit.needs_bytes},
             }
         )
     return rows
 
 
 def require_model(model: object, kind: ModelKind) -> str:
-    """The catalog id of a ``kind`` model, or a 404 in OpenAI's shape."""
+    """What the job's ``model`` field takes for the listed model ``model`` of ``kind``, or a 404."""
     if not isinstance(model, str) or not model:
         raise ApiError(400, "model is required: one of the ids GET /v1/models lists", param="model")
-    for item in CATALOG:
-        if item.id == model:
-            if item.kind is not kind:
-                raise ApiError(
-                    400,
-                    f"'{model}' is a {item.kind.value} model; this endpoint needs a {kind.value} model",
-                    param="model",
-                    code="model_not_supported",
-                )
-            return model
-    raise missing_model(model)
-
-
-def default_model(kind: ModelKind) -> str:
-    return next(item.id for item in CATALOG if item.kind is kind)
+    found = next((m for m in served_models() if m.id == model), None)
+    if found is None:
+        raise missing_model(model)
+    if found.identity.kind.value != kind.value:
+        raise ApiError(
+            400,
+            f"'{model}' is a {found.identity.kind.value} model; this endpoint needs a {kind.value} model",
+            param="model",
+            code="model_not_supported",
+        )
+    return found.spec
