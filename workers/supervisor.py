@@ -209,8 +209,17 @@ class Supervisor:
                 process.kill()
                 process.join(2)
             handle.status = WorkerStatus.stopped
-        if self._monitor is not None and self._monitor is not threading.current_thread():
-            self._monitor.join(2)
+        monitor = self._monitor
+        if monitor is not None and monitor is not threading.current_thread():
+            monitor.join(2)
+        if monitor is None or monitor is threading.current_thread() or not monitor.is_alive():
+            self._close_pipes()  # once the monitor no longer waits on them
+
+    def _close_pipes(self) -> None:
+        for handle in self._workers.values():
+            if handle.conn is not None:
+                handle.conn.close()
+                handle.conn = None
 
     # -- processes ------------------------------------------------------------------------
 
