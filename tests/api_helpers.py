@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import openai
 
@@ -18,13 +18,21 @@ class RunningApi:
     server: ApiServer
     supervisor: Supervisor
     recorder: Recorder
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
         return self.server.base_url + "/v1"
 
     def client(self, **kwargs) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key=self.server.key, max_retries=0, **kwargs)
+        """A client of the running API; ``close_clients`` (after each test) closes its connections."""
+        client = openai.OpenAI(base_url=self.base_url, api_key=self.server.key, max_retries=0, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        while self.clients:
+            self.clients.pop().close()
 
 
 @contextlib.contextmanager
@@ -33,13 +41,16 @@ def running_api(kinds, start_timeout: float = 180) -> Iterator[RunningApi]:
     recorder = Recorder()
     supervisor = Supervisor(kinds=kinds, listener=recorder, restore_queue=False)
     supervisor.start()
-    server = None
+    server = running = None
     try:
         assert supervisor.wait_ready(timeout=start_timeout), f"{kinds} workers did not start"
         server = ApiServer(supervisor, port=0)
         server.start()
-        yield RunningApi(server=server, supervisor=supervisor, recorder=recorder)
+        running = RunningApi(server=server, supervisor=supervisor, recorder=recorder)
+        yield running
     finally:
+        if running is not None:
+            running.close_clients()
         if server is not None:
             server.stop()
         supervisor.shutdown()

@@ -1,5 +1,5 @@
-"""Test hygiene: headless Qt, every Hearth folder under tmp, the arbiter on a simulated device,
-and no arbiter or worker process left behind."""
+"""Test hygiene: headless Qt, every Hearth folder under tmp, the arbiter on a simulated device;
+a test that leaves a thread, child process, socket or QTimer behind fails (tests/hygiene.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ if not os.environ.get("QT_QPA_PLATFORM"):  # an empty value crashes pytest-qt (d
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins = ["tests.hygiene"]
 
 DIR_VARS = ("HEARTH_DATA_DIR", "HEARTH_CONFIG_DIR", "HEARTH_RUNTIME_DIR", "HEARTH_LOG_DIR")
 SIM_DEVICE = "sim:2GiB"

@@ -18,9 +18,15 @@ GREEDY = {"temperature": 0, "extra_body": {"repetition_penalty": 1.0}}
 
 
 @pytest.fixture(scope="module")
-def api(isolated_hearth_env):
+def running(isolated_hearth_env):
     with running_api([WorkerKind.chat]) as running:
         yield running
+
+
+@pytest.fixture
+def api(running):
+    yield running
+    running.close_clients()  # so each test's connections end with it
 
 
 def test_streamed_answer_names_paris_and_ends_with_usage(api):
@@ -87,8 +93,10 @@ def test_api_jobs_are_labelled_as_coming_from_the_api(api):
 
 
 def test_without_the_key_the_answer_is_401(api):
-    client = openai.OpenAI(base_url=api.base_url, api_key="not-the-key", max_retries=0)
-    with pytest.raises(openai.AuthenticationError) as caught:
+    with (
+        openai.OpenAI(base_url=api.base_url, api_key="not-the-key", max_retries=0) as client,
+        pytest.raises(openai.AuthenticationError) as caught,
+    ):
         client.models.list()
     assert caught.value.status_code == 401
     assert httpx.get(api.base_url + "/models").status_code == 401

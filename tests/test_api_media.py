@@ -26,9 +26,15 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def api(isolated_hearth_env):
+def running(isolated_hearth_env):
     with running_api([WorkerKind.image, WorkerKind.video, WorkerKind.music], start_timeout=300) as running:
         yield running
+
+
+@pytest.fixture
+def api(running):
+    yield running
+    running.close_clients()  # so each test's connections end with it
 
 
 def png_of(item) -> Image.Image:

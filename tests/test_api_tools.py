@@ -123,7 +123,8 @@ def scripted_api():
     supervisor = ScriptedSupervisor(HERMES_ANSWER)
     server = ApiServer(supervisor, port=0)
     server.start()
-    yield openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.key, max_retries=0), supervisor
+    with openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.key, max_retries=0) as client:
+        yield client, supervisor
     server.stop()
 
 
