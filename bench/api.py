@@ -11,6 +11,7 @@ users would otherwise run (Ollama, LM Studio, llama-cpp-python's server) sit bet
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -72,7 +73,8 @@ def api_variant(path: str, max_new_tokens: int, repeats: int) -> dict:
         if server is not None:
             server.stop()
         supervisor.shutdown()
-        _stop_arbiter()
+        with contextlib.suppress(Exception):  # as bench/chat.py: the arbiter exits on its own later
+            _stop_arbiter()
     return {"plain": _summary(plain)}
 
 
