@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
+
 import numpy as np
 
 SIZE = 64
@@ -29,6 +32,38 @@ def base_session(pipe, session_id: str = "s1"):
         base_image=decode(pipe, trajectory.latents[-1:]),
         prompt=PROMPT,
     )
+
+
+def fresh_session(base, session_id: str | None = None):
+    """A session on ``base``'s trajectory and image with nothing cached: what ``base_session``
+    would build again (the same seed gives the same base), without running the base again."""
+    return dataclasses.replace(
+        base,
+        session_id=session_id or base.session_id,
+        latest_revision=-1,
+        branches=OrderedDict(),
+        composites=OrderedDict(),
+        _embeds={},
+        _scheduler=None,
+    )
+
+
+class Untouched:
+    """Remembers a shared base session's tensors and image; ``check`` fails if a test changed them."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self._latents = session.trajectory.latents.clone()
+        self._embeds = session.trajectory.prompt_embeds.clone()
+        self._image = session.base_image.tobytes()
+
+    def check(self) -> None:
+        import torch
+
+        trajectory = self.session.trajectory
+        assert torch.equal(trajectory.latents, self._latents), "a test changed the shared base latents"
+        assert torch.equal(trajectory.prompt_embeds, self._embeds), "a test changed the shared embeddings"
+        assert self.session.base_image.tobytes() == self._image, "a test changed the shared base image"
 
 
 def box_mask(top: int, left: int, bottom: int, right: int) -> np.ndarray:

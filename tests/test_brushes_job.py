@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.brush_fixtures import SIZE, box_mask
+from tests.brush_fixtures import SIZE, Untouched, box_mask, fresh_session
 from workers.brushes.layers import mask_to_png
 from workers.codec import decode, encode
 from workers.context import CancelToken, JobContext
@@ -60,21 +60,41 @@ def _outputs(events, media_type):
     return [event.path for event in events if isinstance(event, Output) and event.media_type == media_type]
 
 
-@pytest.fixture
-def started(tmp_path):
-    from workers.brushes.job import run
+@pytest.fixture(scope="module")
+def base_job(tmp_path_factory):
+    """The base job, run once: tests render from its project file and a copy of its session."""
+    from workers.brushes.job import SESSIONS_KEY, BrushSessions, run
 
+    project = tmp_path_factory.mktemp("brush-job") / "apple.hearth"
     request = BrushBaseRequest(
-        session_id="s1",
-        prompt="a red apple",
-        steps=STEPS,
-        seed=1,
-        project_path=str(tmp_path / "apple.hearth"),
+        session_id="s1", prompt="a red apple", steps=STEPS, seed=1, project_path=str(project)
     )
     request.validate()
     ctx, events = _context()
     run(ctx, request)
-    return ctx.runtime, request, events
+    session = ctx.runtime.cache.get_or_load(SESSIONS_KEY, BrushSessions).get(request.session_id)
+    untouched, saved = Untouched(session), project.read_bytes()
+    yield ctx.runtime, request, tuple(events)
+    untouched.check()
+    assert project.read_bytes() == saved, "a test changed the shared project file"
+
+
+@pytest.fixture
+def started(base_job):
+    """A worker as warm as the base job left it: the same pipeline, its own copy of the session."""
+    from workers.brushes.job import SESSIONS_KEY, BrushSessions
+
+    warm, request, events = base_job
+    runtime = StubRuntime()
+    pipe_key = f"sd:{request.model}"
+    runtime.cache.get_or_load(pipe_key, lambda: warm.cache.get_or_load(pipe_key, _missing))
+    session = warm.cache.get_or_load(SESSIONS_KEY, BrushSessions).get(request.session_id)
+    runtime.cache.get_or_load(SESSIONS_KEY, BrushSessions).put(fresh_session(session))
+    return runtime, request, list(events)
+
+
+def _missing():
+    raise AssertionError("the base job's runtime lost its pipeline")
 
 
 def _render_request(base: BrushBaseRequest, tmp_path, **changes) -> BrushRenderRequest:

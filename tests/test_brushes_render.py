@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.brush_fixtures import STEPS, UnetCounter, base_session, box_mask, layer, tiny_pipeline
+from tests.brush_fixtures import (
+    STEPS,
+    UnetCounter,
+    Untouched,
+    base_session,
+    box_mask,
+    fresh_session,
+    layer,
+    tiny_pipeline,
+)
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +23,17 @@ def pipe():
     return tiny_pipeline()
 
 
+@pytest.fixture(scope="module")
+def base(pipe):
+    """The base run, made once: tests only read it (each renders on its own ``fresh_session``)."""
+    untouched = Untouched(base_session(pipe))
+    yield untouched.session
+    untouched.check()
+
+
 @pytest.fixture
-def session(pipe):
-    return base_session(pipe)
+def session(base):
+    return fresh_session(base)
 
 
 def _union_outside(session, layers):
@@ -43,21 +60,20 @@ def test_latents_outside_visible_masks_are_bit_identical(session):
     assert np.array_equal(base[untouched], edited[untouched])
 
 
-def test_disjoint_layers_commute(pipe):
+def test_disjoint_layers_commute(base):
     first = layer("a", box_mask(2, 2, 22, 22), prompt="a cat")
     second = layer("b", box_mask(40, 40, 62, 62), prompt="a dog", seed=11, opacity=0.7)
-    one, other = base_session(pipe), base_session(pipe)
+    one, other = fresh_session(base), fresh_session(base)
     forward, backward = one.render([first, second]), other.render([second, first])
     assert torch.equal(forward.latents, backward.latents)
     assert np.array_equal(np.asarray(forward.image), np.asarray(backward.image))
 
 
-def test_hiding_a_layer_gives_exactly_the_composite_without_it(pipe):
+def test_hiding_a_layer_gives_exactly_the_composite_without_it(session, base):
     first = layer("a", box_mask(2, 2, 22, 22))
     second = layer("b", box_mask(36, 36, 62, 62), prompt="a dog", seed=5)
-    session = base_session(pipe)
     hidden = session.render([first, second.with_changes(visible=False)])
-    fresh = base_session(pipe).render([first])
+    fresh = fresh_session(base).render([first])
     assert torch.equal(hidden.latents, fresh.latents)
     assert np.array_equal(np.asarray(hidden.image), np.asarray(fresh.image))
     all_hidden = session.render([first.with_changes(visible=False)])
@@ -84,11 +100,11 @@ def test_an_edit_reruns_only_the_last_steps_of_the_changed_layer(session, pipe):
         counter.close()
 
 
-def test_same_seed_same_output_and_another_seed_differs(pipe):
+def test_same_seed_same_output_and_another_seed_differs(base, pipe):
     mask = box_mask(10, 10, 40, 40)
-    first = base_session(pipe).render([layer("a", mask, seed=21)])
-    again = base_session(pipe).render([layer("a", mask, seed=21)])
-    other = base_session(pipe).render([layer("a", mask, seed=22)])
+    first = fresh_session(base).render([layer("a", mask, seed=21)])
+    again = base_session(pipe).render([layer("a", mask, seed=21)])  # the base run again, from its seed
+    other = fresh_session(base).render([layer("a", mask, seed=22)])
     assert torch.equal(first.latents, again.latents)
     assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
     assert not torch.equal(first.latents, other.latents)
