@@ -106,7 +106,7 @@ def test_kill_during_save_leaves_the_previous_file_intact(tmp_path):
         time.sleep(0.3)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # reaps it and closes its pipe
     reopened = read_project(path)
     assert reopened.params["seed"] >= 0 and len(reopened.trajectory) == 8 << 20
     assert reopened.layers[0].name == "first"

@@ -122,7 +122,7 @@ def test_killed_writer_loses_at_most_the_last_token(tmp_path):
         time.sleep(0.05)
     finally:
         os.kill(writer.pid, signal.SIGKILL)
-        writer.wait(timeout=10)
+        writer.communicate(timeout=10)  # reaps it and closes its pipe
     store = ConversationStore(path)
     messages = store.messages(conv_id)
     assert [m.role for m in messages] == ["user", "assistant"]

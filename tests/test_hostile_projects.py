@@ -529,7 +529,7 @@ def test_saves_killed_mid_write_leave_only_marked_temp_files_that_the_next_save_
     finally:
         for child in children:
             child.kill()
-            child.wait(timeout=30)
+            child.communicate(timeout=30)  # reaps it and closes its pipes
     leftovers = sorted(p.name for p in folder.iterdir() if p.name not in ("loop.hearth", "notes.txt"))
     assert len(leftovers) == 20
     assert all(name.startswith(f".loop.hearth{TEMP_MARK}") and name.endswith(".hearth") for name in leftovers)

@@ -95,6 +95,7 @@ def test_workers_die_with_a_killed_gui_process(tmp_path):
         assert not any(_alive(p) for p in pids), "a worker outlived the GUI process"
     finally:
         parent.kill()
+        parent.communicate(timeout=10)  # reaps it and closes its pipe
 
 
 def _alive(pid: int) -> bool:
