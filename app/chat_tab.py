@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat_state import ChatState
-from app.form_binding import spin_for
+from app.form_binding import add_generate_shortcut, spin_for
 from models.catalog import HOW_TO_ADD_MODELS
 from models.chat_memory import QUANT_TITLES, QUANTS
 from workers.conversations import ConversationStore
@@ -73,6 +73,7 @@ class ChatTab(QWidget):
         self._refresh_conversations()
         self._refresh_models()
         self._render()
+        add_generate_shortcut(self, self.send)
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -171,6 +172,9 @@ class ChatTab(QWidget):
         self.regenerate_button.clicked.connect(state.regenerate)
         self.edit_button.clicked.connect(self._edit_last)
         self.model_picker.activated.connect(self._on_model_picked)
+        # A choice made other than by the user's click (a restored form) reaches the state too;
+        # "Add model ..." only opens its dialog when the user picks it (``activated``).
+        self.model_picker.currentIndexChanged.connect(self._on_model_index)
         self.quant_picker.currentIndexChanged.connect(
             lambda: state.update_settings(quant=self.quant_picker.currentData())
         )
@@ -182,6 +186,20 @@ class ChatTab(QWidget):
         self.top_k.valueChanged.connect(lambda v: state.update_settings(top_k=v))
         self.max_tokens.valueChanged.connect(lambda v: state.update_settings(max_new_tokens=v))
         self.repetition_penalty.valueChanged.connect(lambda v: state.update_settings(repetition_penalty=v))
+
+    def form_fields(self) -> dict[str, QWidget]:
+        """The settings remembered between launches (``Settings.forms["chat"]``); the message
+        being typed and the conversation are not: conversations live in their own store."""
+        return {
+            "model": self.model_picker,
+            "quant": self.quant_picker,
+            "system_prompt": self.system_prompt,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "max_new_tokens": self.max_tokens,
+            "repetition_penalty": self.repetition_penalty,
+        }
 
     # -- actions --------------------------------------------------------------------------
 
@@ -241,6 +259,11 @@ class ChatTab(QWidget):
             self._refresh_models()
             return
         self.state.update_settings(model=spec)
+
+    def _on_model_index(self, index: int) -> None:
+        spec = self.model_picker.itemData(index)
+        if spec and spec != ADD_MODEL and spec != self.state.settings.model:
+            self.state.update_settings(model=spec)
 
     # -- refresh --------------------------------------------------------------------------
 

@@ -1,9 +1,26 @@
 """Form widgets configured from the job schema: limits, default, step and tooltip come from the
-request field's ``param()`` declaration (``workers/schema.py``), never from numbers typed here."""
+request field's ``param()`` declaration (``workers/schema.py``), never from numbers typed here.
+
+Also what every tab's form shares: remembering its values between launches (``form_values`` /
+``restore_form``, kept in ``Settings.forms``) and Ctrl+Enter to generate (``add_generate_shortcut``).
+"""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QWidget
+import math
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QLineEdit,
+    QPlainTextEdit,
+    QSpinBox,
+    QWidget,
+)
 
 from workers.schema import ParamInfo, params
 
@@ -48,3 +65,81 @@ def _decimals(step: float | None) -> int:
     if not step or float(step).is_integer():
         return 1
     return max(1, len(f"{step:g}".split(".")[1]))
+
+
+GENERATE_KEYS = ("Ctrl+Return", "Ctrl+Enter")
+"""Ctrl with the main Enter key and with the keypad's (Qt names that one Enter)."""
+
+
+def add_generate_shortcut(tab: QWidget, action: Callable[[], object]) -> list[QShortcut]:
+    """Ctrl+Enter runs ``action`` while the focus is anywhere inside ``tab`` (one tab at a time)."""
+    shortcuts = []
+    for keys in GENERATE_KEYS:
+        shortcut = QShortcut(QKeySequence(keys), tab)
+        shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        shortcut.activated.connect(action)
+        shortcuts.append(shortcut)
+    return shortcuts
+
+
+def form_values(fields: dict[str, QWidget]) -> dict[str, object]:
+    """What each field of a form holds, as JSON data (a picker's choice by its item data, or the
+    text typed into it), to be saved in ``Settings.forms``."""
+    values: dict[str, object] = {}
+    for name, widget in fields.items():
+        if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+            values[name] = widget.value()
+        elif isinstance(widget, QCheckBox):
+            values[name] = widget.isChecked()
+        elif isinstance(widget, QComboBox):
+            values[name] = _combo_value(widget)
+        elif isinstance(widget, QLineEdit):
+            values[name] = widget.text()
+        elif isinstance(widget, QPlainTextEdit):
+            values[name] = widget.toPlainText()
+        else:
+            raise TypeError(f"form field {name!r}: cannot remember a {type(widget).__name__}")
+    return values
+
+
+def restore_form(fields: dict[str, QWidget], values: object) -> None:
+    """Put saved values back into a form. A value of the wrong type, or a choice the picker no
+    longer offers, leaves that field at its default; a spin box clamps a number to its range."""
+    if not isinstance(values, dict):
+        return
+    for name, widget in fields.items():
+        if name in values:
+            _restore(widget, values[name])
+
+
+def _combo_value(combo: QComboBox):
+    index = combo.currentIndex()
+    picked = index >= 0 and combo.currentText() == combo.itemText(index)
+    data = combo.itemData(index) if picked else None
+    return data if isinstance(data, (str, int, float)) and not isinstance(data, bool) else combo.currentText()
+
+
+def _restore(widget: QWidget, value) -> None:
+    if isinstance(value, bool):
+        if isinstance(widget, QCheckBox):
+            widget.setChecked(value)
+    elif isinstance(widget, QSpinBox) and isinstance(value, int):
+        widget.setValue(min(max(value, widget.minimum()), widget.maximum()))  # a C int: clamp first
+    elif isinstance(widget, QDoubleSpinBox) and isinstance(value, (int, float)) and math.isfinite(value):
+        widget.setValue(float(value))
+    elif isinstance(widget, QComboBox) and isinstance(value, (str, int, float)):
+        _restore_choice(widget, value)
+    elif isinstance(widget, QLineEdit) and isinstance(value, str):
+        widget.setText(value)
+    elif isinstance(widget, QPlainTextEdit) and isinstance(value, str):
+        widget.setPlainText(value)
+
+
+def _restore_choice(combo: QComboBox, value) -> None:
+    index = combo.findData(value)
+    if index < 0 and isinstance(value, str):
+        index = combo.findText(value)
+    if index >= 0:
+        combo.setCurrentIndex(index)
+    elif combo.isEditable() and isinstance(value, str):
+        combo.setEditText(value)  # a hub id or a folder typed in last time

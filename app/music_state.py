@@ -7,12 +7,13 @@ worker wrote (soundfile + numpy, no torch) for the waveform view and save-as.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from app.waveform import GenerationWindow, generation_windows
 from models.catalog import ModelKind, entries, entry
 from workers.errors import BadInput
 from workers.protocol import Cancelled, Failed, Finished, JobStatus, MusicRequest, Output, Progress, Started
@@ -27,19 +28,12 @@ class Song:
     """(channels, samples) float32."""
     sample_rate: int
     partial: bool = False
+    windows: list[GenerationWindow] = field(default_factory=list)
+    """The generation windows it was made of, from the file's parameters (empty when unknown)."""
 
     @property
     def seconds(self) -> float:
         return self.audio.shape[-1] / self.sample_rate
-
-    def peaks(self, columns: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-column (min, max) of the mixed-down waveform: what a waveform view draws."""
-        mono = self.audio.mean(axis=0)
-        columns = max(1, min(columns, mono.size))
-        edges = np.linspace(0, mono.size, columns + 1).astype(int)
-        lows = np.array([mono[a:b].min() if b > a else 0.0 for a, b in zip(edges, edges[1:], strict=False)])
-        highs = np.array([mono[a:b].max() if b > a else 0.0 for a, b in zip(edges, edges[1:], strict=False)])
-        return lows, highs
 
 
 def music_models() -> list[tuple[str, str]]:
@@ -124,8 +118,13 @@ class MusicState(QObject):
         from workers.music.export import read_audio, read_parameters
 
         audio, rate = read_audio(path)
+        params = read_parameters(path)
         self.song = Song(
-            path=path, audio=audio, sample_rate=rate, partial=bool(read_parameters(path).get("partial"))
+            path=path,
+            audio=audio,
+            sample_rate=rate,
+            partial=bool(params.get("partial")),
+            windows=generation_windows(params),
         )
         self.song_changed.emit()
 

@@ -29,6 +29,10 @@ def _setting(default, description: str):
     return field(default=default, metadata={"description": description})
 
 
+def _setting_factory(factory, description: str):
+    return field(default_factory=factory, metadata={"description": description})
+
+
 def _image(name: str):
     """The Image tab starts from the job schema's defaults; settings keep the user's last values."""
     return default_of(ImageRequest, name)
@@ -46,6 +50,11 @@ class Settings:
     image_steps: int = _setting(_image("steps"), "Denoising steps for a new image.")
     image_guidance: float = _setting(
         _image("guidance"), "Classifier-free guidance (CFG) scale for a new image."
+    )
+    forms: dict = _setting_factory(
+        dict,
+        "Last values of each tab's form (chat, video, music, brushes), by tab and field name; "
+        "limits and defaults come from the job schema, so only the values are kept here.",
     )
     memory_refresh_s: float = _setting(1.0, "Seconds between two readings of the VRAM arbiter's ledger.")
     window_geometry: str = _setting("", "Window position and size (Qt saveGeometry, base64).")

@@ -1,11 +1,15 @@
 """The Video tab: settings on the left, the render (per-step previews, progress with ETA, playback of
-the result) on the right, export buttons below. All logic lives in ``VideoState``; playback decodes
-the exported file (PIL for GIF/WebP, imageio for MP4) and cycles its frames in a QLabel."""
+the result) on the right, export buttons below. All logic lives in ``VideoState``. The finished clip
+plays in a QVideoWidget through ``app/media_player.py`` (play/pause, seek, loop, volume). Qt's
+FFmpeg reads MP4 and GIF but not animated WebP, so a WebP clip plays from an MP4 copy made for
+playback only, in a temporary folder the tab removes when it closes."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QImage, QPixmap
+from pathlib import Path
+
+from PySide6.QtCore import QDir, Qt, QTemporaryDir, QUrl
+from PySide6.QtGui import QDesktopServices, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,7 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import spin_for, tooltip
+from app.form_binding import add_generate_shortcut, spin_for, tooltip
+from app.media_player import PlayerBar, multimedia_available
 from app.video_state import VideoState
 from models.catalog import HOW_TO_ADD_MODELS
 from workers.errors import HearthError
@@ -31,6 +36,12 @@ from workers.schema import params
 
 EXPORT_FILTERS = {"mp4": "MP4 video (*.mp4)", "gif": "Animated GIF (*.gif)", "webp": "Animated WebP (*.webp)"}
 VIEW_SIDE = 320
+NO_PLAYBACK = (
+    "Playback needs QtMultimedia (the full PySide6 package, and libpulse on Linux), which is not "
+    'installed here: use "Open in system player".'
+)
+UNPLAYABLE_SUFFIXES = (".webp",)
+"""Clips Qt's FFmpeg cannot read (FFmpeg 7.1 skips animated WebP's ANIM/ANMF chunks)."""
 
 
 class VideoTab(QWidget):
@@ -39,14 +50,19 @@ class VideoTab(QWidget):
     def __init__(self, bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = VideoState(bridge)
-        self.frames: list[QPixmap] = []
-        self.frame_index = 0
-        self.player = QTimer(self, interval=125)
-        self.player.timeout.connect(self._next_frame)
+        self.playing_path = ""
+        """The file the player has: the result, or its MP4 playback copy."""
+        self._playback_dir: QTemporaryDir | None = None
         layout = QHBoxLayout(self)
         layout.addWidget(self._build_settings(), 0)
         layout.addWidget(self._build_view(), 1)
         self._bind()
+        add_generate_shortcut(self, self.generate)
+
+    @property
+    def player(self):
+        """The QMediaPlayer, or None where QtMultimedia cannot load."""
+        return self.player_bar.player
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -95,7 +111,7 @@ class VideoTab(QWidget):
         ):
             form.addRow(label, widget)
         buttons = QHBoxLayout()
-        self.generate_button = QPushButton("Generate", panel)
+        self.generate_button = QPushButton("Generate", panel, toolTip="Generate (Ctrl+Enter)")
         self.stop_button = QPushButton("Stop", panel, enabled=False)
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.stop_button)
@@ -107,8 +123,11 @@ class VideoTab(QWidget):
         layout = QVBoxLayout(panel)
         self.preview = QLabel("Step previews appear here", panel, alignment=Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumSize(VIEW_SIDE // 2, VIEW_SIDE // 2)
-        self.playback = QLabel("The finished clip plays here", panel, alignment=Qt.AlignmentFlag.AlignCenter)
+        self.player_bar = PlayerBar(panel)
+        self.playback = self._video_view(panel)
         self.playback.setMinimumSize(VIEW_SIDE, VIEW_SIDE)
+        self.playback_note = QLabel("" if self.player else NO_PLAYBACK, panel, wordWrap=True)
+        self.system_player_button = QPushButton("Open in system player", panel, enabled=False)
         self.progress = QProgressBar(panel)
         self.eta_label = QLabel(panel)
         self.status_label = QLabel(panel, wordWrap=True)
@@ -121,7 +140,10 @@ class VideoTab(QWidget):
         }
         for button in self.export_buttons.values():
             exports.addWidget(button)
+        exports.addWidget(self.system_player_button)
         layout.addLayout(row, 1)
+        layout.addWidget(self.player_bar)
+        layout.addWidget(self.playback_note)
         layout.addWidget(self.progress)
         layout.addWidget(self.eta_label)
         layout.addWidget(self.status_label)
@@ -137,6 +159,8 @@ class VideoTab(QWidget):
         state.preview_changed.connect(self._on_preview)
         state.status_changed.connect(self.status_label.setText)
         state.result_changed.connect(self.play)
+        self.player_bar.failed.connect(self.playback_note.setText)
+        self.system_player_button.clicked.connect(self.open_in_system_player)
         self.generate_button.clicked.connect(self.generate)
         self.stop_button.clicked.connect(state.stop)
         self.memory_mode.currentIndexChanged.connect(
@@ -177,28 +201,64 @@ class VideoTab(QWidget):
         self.state.generate()
 
     def play(self, path: str) -> None:
-        """Decode the result and cycle its frames at the clip's frame rate."""
-        from workers.video.export import read_frames
-
-        try:
-            arrays, fps = read_frames(path)
-        except (OSError, ValueError, RuntimeError) as exc:
-            self.status_label.setText(f"cannot play {path}: {exc}")
-            return
-        self.frames = [
-            _pixmap(a).scaled(VIEW_SIDE, VIEW_SIDE, Qt.AspectRatioMode.KeepAspectRatio) for a in arrays
-        ]
-        self.frame_index = 0
-        self.player.setInterval(max(10, round(1000 / max(fps, 1))))
-        self._next_frame()
-        self.player.start()
-        for button in self.export_buttons.values():
+        """Load the finished clip into the player and start it."""
+        for button in (*self.export_buttons.values(), self.system_player_button):
             button.setEnabled(True)
+        if self.player is None:
+            return
+        try:
+            self.playing_path = self._playable(Path(path))
+        except (HearthError, OSError, ValueError, RuntimeError) as exc:
+            self.playback_note.setText(f"cannot play {Path(path).name}: {exc}")
+            return
+        self.playback_note.setText("")
+        self.player_bar.load(self.playing_path, autoplay=True)
 
-    def _next_frame(self) -> None:
-        if self.frames:
-            self.playback.setPixmap(self.frames[self.frame_index % len(self.frames)])
-            self.frame_index += 1
+    def _playable(self, path: Path) -> str:
+        """The clip itself, or an MP4 copy of it where Qt's FFmpeg cannot read its format."""
+        if path.suffix.lower() not in UNPLAYABLE_SUFFIXES:
+            return str(path)
+        from workers.video.export import export_video, read_frames
+
+        if self._playback_dir is None:
+            self._playback_dir = QTemporaryDir(QDir.tempPath() + "/hearth-playback-XXXXXX")
+        frames, fps = read_frames(path)
+        copy = Path(self._playback_dir.path()) / f"{path.stem}.mp4"
+        return str(
+            export_video(frames, copy, max(1, round(fps)), {"playback_copy_of": str(path)}, sidecar=False)
+        )
+
+    def open_in_system_player(self) -> None:
+        if self.state.result:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self.state.result))
+
+    def form_fields(self) -> dict[str, QWidget]:
+        """The fields remembered between launches (``Settings.forms["video"]``)."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "frames": self.frames_box,
+            "fps": self.fps_box,
+            "width": self.width_box,
+            "height": self.height_box,
+            "steps": self.steps_box,
+            "guidance": self.guidance_box,
+            "seed": self.seed_box,
+            "model": self.model_picker,
+            "memory_mode": self.memory_mode,
+            "slices": self.slices_box,
+            "step_rehash": self.rehash_box,
+            "format": self.format_picker,
+        }
+
+    def _video_view(self, parent: QWidget) -> QWidget:
+        if not multimedia_available():
+            return QLabel("The finished clip plays here", parent, alignment=Qt.AlignmentFlag.AlignCenter)
+        from PySide6.QtMultimediaWidgets import QVideoWidget
+
+        view = QVideoWidget(parent)
+        self.player_bar.set_video_output(view)
+        return view
 
     def _export(self, fmt: str) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export video", f"video.{fmt}", EXPORT_FILTERS[fmt])
@@ -223,9 +283,3 @@ class VideoTab(QWidget):
             self.preview.setPixmap(
                 pixmap.scaled(VIEW_SIDE // 2, VIEW_SIDE // 2, Qt.AspectRatioMode.KeepAspectRatio)
             )
-
-
-def _pixmap(array) -> QPixmap:
-    height, width = array.shape[:2]
-    image = QImage(array.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(image.copy())

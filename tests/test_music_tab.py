@@ -128,10 +128,16 @@ def test_save_as_converts_and_keeps_the_parameters(tab, tmp_path, monkeypatch):
     assert read_parameters(target)["seed"] == 5
 
 
-def test_without_qtmultimedia_the_tab_offers_the_system_player(tab):
-    widget, _ = tab
-    if widget.player is None:
-        assert "Open in system player" in widget.playback_note.text()
-        assert not widget.play_button.isEnabled()
-    else:
-        assert widget.playback_note.text() == ""
+def test_the_tab_plays_with_qtmultimedia_and_offers_the_system_player_too(tab, tmp_path):
+    widget, bridge = tab
+    # The full PySide6 is a dependency: the player is there (tests/test_gui_playback.py plays).
+    assert widget.player is not None and widget.playback_note.text() == ""
+    assert not widget.player_bar.play_button.isEnabled()  # nothing to play yet
+    widget.prompt.setPlainText("x")
+    widget.generate()
+    bridge.emit_event(
+        Output(
+            job_id=bridge.submitted[-1][0], path=str(write_song(tmp_path / "a.wav")), media_type="audio/wav"
+        )
+    )
+    assert widget.player_bar.play_button.isEnabled() and widget.system_player_button.isEnabled()

