@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 from app.api_panel import ApiDialog, ApiIndicator, LocalApi
 from app.brush_editor import BrushEditor
 from app.chat_tab import ChatTab
+from app.form_binding import form_values, restore_form
 from app.image_tab import ImageTab
 from app.jobs_panel import DOCK_WIDTH, JobsPanel
 from app.jobs_state import JobsState
@@ -139,12 +140,20 @@ class MainWindow(QMainWindow):
         self.image_tabs = QTabWidget()
         self.image_tabs.setDocumentMode(True)
         self.image_tabs.addTab(self.image_tab, "Text to image")
-        self.image_tabs.addTab(BrushEditor(self.bridge), "Brushes")
+        self.brush_editor = BrushEditor(self.bridge)
+        self.image_tabs.addTab(self.brush_editor, "Brushes")
+        self.chat_tab, self.video_tab, self.music_tab = (
+            ChatTab(self.bridge),
+            VideoTab(self.bridge),
+            MusicTab(self.bridge),
+        )
         self.tabs = QTabWidget()
-        self.tabs.addTab(ChatTab(self.bridge), "Chat")
+        self.tabs.addTab(self.chat_tab, "Chat")
         self.tabs.addTab(self.image_tabs, "Image")
-        self.tabs.addTab(VideoTab(self.bridge), "Video")
-        self.tabs.addTab(MusicTab(self.bridge), "Music")
+        self.tabs.addTab(self.video_tab, "Video")
+        self.tabs.addTab(self.music_tab, "Music")
+        for name, form in self.remembered_forms().items():
+            restore_form(form.form_fields(), self.settings.forms.get(name))
         self.notice = DemoNotice(on_dismiss=self._dismiss_notice)
         self.notice.setVisible(not self.settings.demo_notice_dismissed)
         central = QWidget()
@@ -218,6 +227,16 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ actions
 
+    def remembered_forms(self) -> dict:
+        """Tabs whose form comes back as it was left (``Settings.forms``; the Image tab keeps its
+        own typed fields in ``Settings``)."""
+        return {
+            "chat": self.chat_tab,
+            "video": self.video_tab,
+            "music": self.music_tab,
+            "brushes": self.brush_editor,
+        }
+
     def tab_titles(self) -> list[str]:
         return [self.tabs.tabText(i) for i in range(self.tabs.count())]
 
@@ -269,6 +288,8 @@ class MainWindow(QMainWindow):
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         self.settings.window_state = bytes(self.saveState().toBase64()).decode()
         self.image_tab.store_settings(self.settings)
+        for name, form in self.remembered_forms().items():
+            self.settings.forms[name] = form_values(form.form_fields())
         try:
             save_settings(self.settings)
         except OSError as exc:

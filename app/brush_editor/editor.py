@@ -35,7 +35,7 @@ from app.brush_editor.canvas import BrushCanvas
 from app.brush_editor.commands import PaintStroke
 from app.brush_editor.layer_panel import LayerPanel
 from app.brush_editor.state import BrushDocumentState, ToolState, image_png
-from app.form_binding import spin_for
+from app.form_binding import add_generate_shortcut, spin_for
 from workers.brushes.project_io import MEDIA_TYPE, SUFFIX, project_path_for, read_project, write_project
 from workers.errors import BadInput
 from workers.protocol import (
@@ -76,6 +76,7 @@ class BrushEditor(QWidget):
         self.document.content_changed.connect(self._on_content_changed)
         self.document.status_changed.connect(self.status.setText)
         self.bridge.event.connect(self.on_event)
+        add_generate_shortcut(self, self.generate_base)
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -150,6 +151,17 @@ class BrushEditor(QWidget):
         for widget in (QLabel("Size"), self.brush_size, QLabel("Softness"), self.brush_feather):
             row.addWidget(widget)
         return row
+
+    def form_fields(self) -> dict[str, QWidget]:
+        """The session and brush settings remembered between launches (``Settings.forms["brushes"]``)."""
+        return {
+            "prompt": self.prompt_edit,
+            "size": self.size_combo,
+            "steps": self.steps_spin,
+            "seed": self.seed_spin,
+            "brush_size": self.brush_size,
+            "brush_softness": self.brush_feather,
+        }
 
     # -- sessions -------------------------------------------------------------------------
 
