@@ -15,6 +15,7 @@ CLI_COMMANDS = {
     "serve": "the local OpenAI-compatible API, headless (hearth serve --help)",
     "api-key": "print the local API's key (made on first use)",
     "models": "the models on this machine: list, scan, add, remove, info (hearth models --help)",
+    "info": "the generation parameters of an output: PNG, MP4, WAV, FLAC, ... (hearth info FILE [--json])",
 }
 QT_OPTIONS_WITH_VALUE = frozenset(
     ("-platform", "-platformpluginpath", "-platformtheme", "-plugin", "-qmljsdebugger", "-style")

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from app.cli_brush import add_brush
+from app.cli_info import add_info
 from app.cli_models import add_models
 from app.cli_schema import add_options, given
 from workers.atomic import check_writable
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands.add_parser("serve", help="the local OpenAI-compatible API (headless)"))
     commands.add_parser("api-key", help="print the local API's key (made on first use)")
     add_models(commands.add_parser("models", help="the models here: list, scan, add, remove, info"))
+    add_info(commands.add_parser("info", help="the generation parameters of an output (PNG, MP4, WAV, FLAC, ...)"))
     return parser
 
 
@@ -150,6 +152,10 @@ def _main(argv: list[str]) -> int:
         from app.cli_models import run_models
 
         return run_models(args)
+    if args.command == "info":
+        from app.cli_info import run_info
+
+        return run_info(args)
     if args.command == "arbiter":
         from workers.arbiter.status import print_status
 
