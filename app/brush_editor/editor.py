@@ -169,7 +169,8 @@ class BrushEditor(QWidget):
         size = int(self.size_combo.currentData())
         return self._start_session(prompt=self.prompt_edit.text(), width=size, height=size)
 
-    def import_photo(self, path: str) -> str | None:
+    def import_photo(self, path: str, **fields) -> str | None:
+        """Start a session from a photo (DDIM inversion); ``fields``: more ``BrushBaseRequest`` fields."""
         from workers.safe_images import image_size
 
         try:  # the size from the header: a photo from anywhere may claim 50,000 x 50,000 pixels
@@ -178,8 +179,39 @@ class BrushEditor(QWidget):
             self._error(str(exc))
             return None
         return self._start_session(
-            prompt=self.prompt_edit.text(), width=width, height=height, photo_path=path
+            prompt=self.prompt_edit.text(), width=width, height=height, photo_path=path, **fields
         )
+
+    def edit_image(self, path: str | Path, params: dict) -> bool:
+        """An output as a brush project's base (the Gallery's "Edit with brushes"): a brush render
+        whose project is still there opens that project; any other image enters through DDIM
+        inversion, under the prompt, steps, guidance, seed and model it was made with where its
+        parameters say (inverting under its own prompt reconstructs it more closely)."""
+        from workers.generation_info import request_fields
+        from workers.safe_images import image_size
+
+        session = params.get("session_id")
+        if params.get("job") == "BrushRender" and isinstance(session, str):
+            try:
+                project = project_path_for(session)
+            except BadInput:
+                project = None
+            if project is not None and project.is_file():
+                return self.open_project(project)
+        try:
+            longest = max(image_size(str(path), f"image {Path(path).name}"))
+        except BadInput as exc:
+            self._error(str(exc))
+            return False
+        self.size_combo.setCurrentIndex(max(0, sum(1 for size in SIZES if size <= longest) - 1))
+        restored = request_fields(params, BrushBaseRequest, skip=("photo_path", "width", "height"))
+        self.prompt_edit.setText(restored.prompt)
+        for name, box in (("steps", self.steps_spin), ("seed", self.seed_spin)):
+            value = restored.fields.get(name)
+            if value is not None and box.minimum() <= value <= box.maximum():
+                box.setValue(value)
+        fields = {name: restored.fields[name] for name in ("guidance", "model") if name in restored.fields}
+        return self.import_photo(str(path), negative_prompt=restored.negative_prompt, **fields) is not None
 
     def _start_session(self, **fields) -> str | None:
         session_id = uuid.uuid4().hex[:12]
