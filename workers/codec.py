@@ -16,7 +16,7 @@ import enum
 import json
 import types
 import typing
-from typing import Any
+from typing import Any, dataclass_transform
 
 PROTOCOL_VERSION = 1
 """Version of every message schema in this build (the job protocol and the arbiter's).
@@ -49,6 +49,13 @@ class VersionMismatch(MalformedMessage):
             f"{payload.get('type', 'a message')!s} from a Hearth build speaking protocol version "
             f"{theirs!r}; this build speaks version {PROTOCOL_VERSION}"
         )
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def frozen(cls):
+    """A frozen, slotted, keyword-only dataclass: the shape of every message (a decorator, not a
+    ``dataclass(...)`` alias, so type checkers see each message's fields)."""
+    return dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
 
 
 def message(cls):

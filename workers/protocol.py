@@ -12,12 +12,12 @@ request is refused in the GUI or CLI before it reaches a worker, and again in th
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass
+from dataclasses import MISSING
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from workers.codec import PROTOCOL_VERSION, message
+from workers.codec import PROTOCOL_VERSION, frozen, message
 from workers.errors import BadInput, ErrorKind
 from workers.safe_names import safe_name
 from workers.schema import check_params, param
@@ -40,8 +40,6 @@ MAX_BRUSH_LAYERS = 256
 CHAT_QUANTS = ("auto", "fp32", "bf16", "fp16", "nf4", "fp4", "int8")
 VIDEO_FORMATS = ("mp4", "gif", "webp")
 AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
-
-frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
 
 class WorkerKind(StrEnum):

@@ -15,12 +15,8 @@ a message from a build speaking another version is refused with a ``ProtocolErro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from workers.codec import message
+from workers.codec import frozen, message
 from workers.protocol import Priority
-
-frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
 
 @message
