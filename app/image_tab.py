@@ -1,11 +1,13 @@
-"""The Image tab: a plain text-to-image form, a live preview while it runs, and the result."""
+"""The Image tab: text-to-image and image-to-image with sampler, batch, LoRAs and strength, a
+live preview at every step, the results of a batch, and Upscale on a finished image."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QKeySequence, QPixmap, QShortcut
+from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -14,6 +16,9 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -23,11 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import QT_INT_MAX, spin_for
+from app.form_binding import QT_INT_MAX, spin_for, tooltip
+from app.image_lora_list import LoraList
 from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
 from models.catalog import HOW_TO_ADD_MODELS, ModelKind, entries, entry
 from workers.errors import BadInput, ErrorKind
 from workers.protocol import (
+    IMAGE_SAMPLERS,
+    UPSCALE_STRENGTH,
     Cancelled,
     Failed,
     Finished,
@@ -38,10 +46,20 @@ from workers.protocol import (
     Queued,
     Started,
 )
-from workers.schema import default_of
+from workers.schema import default_of, params
 
 MAX_SEED = QT_INT_MAX
 FORM_WIDTH = 340
+UPSCALE_FACTOR = 2
+"""What the Upscale button enlarges a finished image by (tiled image-to-image with the same model)."""
+THUMBNAIL_SIZE = 56
+NEGATIVE_PRESETS = {
+    "General": "lowres, blurry, jpeg artifacts, watermark, signature, text, cropped, worst quality",
+    "Photo": "cartoon, painting, illustration, 3d render, overexposed, blurry, noise, watermark, text",
+    "Illustration": "photo, realistic, blurry, lowres, extra limbs, deformed, watermark, signature, text",
+    "People": "bad anatomy, extra fingers, missing fingers, deformed hands, disfigured face, extra limbs, blurry",
+}
+"""Negative prompts people paste into every SD front end, one click away (they only fill the field)."""
 
 
 class ModelBox(QComboBox):
@@ -58,7 +76,10 @@ class ModelBox(QComboBox):
         self.lineEdit().setPlaceholderText("catalog id, hub id, folder or .safetensors file")
 
     def model(self) -> str:
-        return self.currentText().strip()
+        """The picked item's model (a registry item's title is not its path), else the typed text."""
+        index = self.currentIndex()
+        data = self.itemData(index) if index >= 0 and self.currentText() == self.itemText(index) else None
+        return data if isinstance(data, str) and data else self.currentText().strip()
 
     def set_model(self, model: str) -> None:
         self.setCurrentText(model)
@@ -75,6 +96,8 @@ class ImageTab(QWidget):
         self.bridge = bridge
         self.job_id: str | None = None
         self.result_path = ""
+        self.outputs: list[str] = []
+        """Every image the job followed last has produced so far (a batch gives several)."""
         self._pixmap: QPixmap | None = None
         self._build_form()
         self._build_view()
@@ -101,6 +124,19 @@ class ImageTab(QWidget):
         self.prompt.setFixedHeight(72)
         self.negative_prompt = QLineEdit()
         self.negative_prompt.setPlaceholderText("what to avoid (optional)")
+        self.negative_presets = QToolButton()
+        self.negative_presets.setText("Presets")
+        self.negative_presets.setToolTip("Fill the negative prompt with a common one")
+        self.negative_presets.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        presets = QMenu(self.negative_presets)
+        for name, text in NEGATIVE_PRESETS.items():
+            presets.addAction(name, lambda text=text: self.negative_prompt.setText(text))
+        self.negative_presets.setMenu(presets)
+        self.sampler = QComboBox()
+        for name in IMAGE_SAMPLERS:
+            self.sampler.addItem(name or "Model's own", name)
+        self.sampler.setCurrentIndex(self.sampler.findData(default_of(ImageRequest, "sampler")))
+        self.sampler.setToolTip(tooltip(params(ImageRequest)["sampler"]))
         self.width_box = spin_for(ImageRequest, "width", suffix=" px")
         self.height_box = spin_for(ImageRequest, "height", suffix=" px")
         self.steps = spin_for(ImageRequest, "steps")
@@ -108,6 +144,22 @@ class ImageTab(QWidget):
         self.seed = spin_for(ImageRequest, "seed")
         self.random_seed = QCheckBox("new each time")
         self.random_seed.setToolTip("Pick a fresh random seed for every image; the seed used is shown")
+        self.batch_count = spin_for(ImageRequest, "batch_count")
+        self.init_image = QLineEdit()
+        self.init_image.setPlaceholderText("none: text to image")
+        self.init_image.setToolTip(tooltip(params(ImageRequest)["init_image"]))
+        self.init_image.textChanged.connect(self._init_image_changed)
+        self.init_browse = QToolButton()
+        self.init_browse.setText("…")
+        self.init_browse.setToolTip("Choose a picture to start from")
+        self.init_browse.clicked.connect(self._browse_init_image)
+        self.init_clear = QToolButton()
+        self.init_clear.setText("×")
+        self.init_clear.setToolTip("Back to text to image")
+        self.init_clear.clicked.connect(self.init_image.clear)
+        self.strength = spin_for(ImageRequest, "strength")
+        self.loras = LoraList()
+        self._init_image_changed("")
         self.generate_button = QPushButton("Generate")
         self.generate_button.setDefault(True)
         self.generate_button.clicked.connect(self.generate)
@@ -137,6 +189,24 @@ class ImageTab(QWidget):
         self.caption.setTextFormat(Qt.TextFormat.PlainText)
         self.caption.setWordWrap(True)
         self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.thumbnails = QListWidget()
+        self.thumbnails.setViewMode(QListWidget.ViewMode.IconMode)
+        self.thumbnails.setFlow(QListWidget.Flow.LeftToRight)
+        self.thumbnails.setWrapping(False)
+        self.thumbnails.setIconSize(QPixmap(THUMBNAIL_SIZE, THUMBNAIL_SIZE).size())
+        self.thumbnails.setFixedHeight(THUMBNAIL_SIZE + 22)
+        self.thumbnails.setToolTip("The images of this batch: click one to show it")
+        self.thumbnails.currentRowChanged.connect(self._thumbnail_chosen)
+        self.thumbnails.hide()
+        self.use_as_init_button = QPushButton("Use as init image")
+        self.use_as_init_button.setToolTip("Start the next image from this one (image to image)")
+        self.use_as_init_button.clicked.connect(lambda: self.init_image.setText(self.result_path))
+        self.upscale_button = QPushButton(f"Upscale {UPSCALE_FACTOR}×")
+        self.upscale_button.setToolTip(
+            f"Enlarge this image {UPSCALE_FACTOR}× and repaint it tile by tile with the same model, prompt "
+            f"and seed (tiled image to image at strength {UPSCALE_STRENGTH:g})"
+        )
+        self.upscale_button.clicked.connect(self.upscale)
 
     def _lay_out(self) -> None:
         model_row = QHBoxLayout()
@@ -145,17 +215,29 @@ class ImageTab(QWidget):
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed, 1)
         seed_row.addWidget(self.random_seed)
+        negative_row = QHBoxLayout()
+        negative_row.addWidget(self.negative_prompt, 1)
+        negative_row.addWidget(self.negative_presets)
+        init_row = QHBoxLayout()
+        init_row.addWidget(self.init_image, 1)
+        init_row.addWidget(self.init_browse)
+        init_row.addWidget(self.init_clear)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Model", model_row)
         form.addRow("", self.model_note)
         form.addRow("Prompt", self.prompt)
-        form.addRow("Negative", self.negative_prompt)
+        form.addRow("Negative", negative_row)
+        form.addRow("Sampler", self.sampler)
         form.addRow("Width", self.width_box)
         form.addRow("Height", self.height_box)
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
         form.addRow("Seed", seed_row)
+        form.addRow("Batch", self.batch_count)
+        form.addRow("Init image", init_row)
+        form.addRow("Strength", self.strength)
+        form.addRow("LoRAs", self.loras)
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -171,7 +253,12 @@ class ImageTab(QWidget):
         form_widget.setFixedWidth(FORM_WIDTH)
         right = QVBoxLayout()
         right.addWidget(self.image, 1)
-        right.addWidget(self.caption)
+        right.addWidget(self.thumbnails)
+        result_row = QHBoxLayout()
+        result_row.addWidget(self.caption, 1)
+        result_row.addWidget(self.use_as_init_button)
+        result_row.addWidget(self.upscale_button)
+        right.addLayout(result_row)
         layout = QHBoxLayout(self)
         layout.addWidget(form_widget)
         layout.addLayout(right, 1)
@@ -188,6 +275,11 @@ class ImageTab(QWidget):
             steps=self.steps.value(),
             guidance=round(self.guidance.value(), 2),
             seed=self.seed.value(),
+            sampler=self.sampler.currentData(),
+            batch_count=self.batch_count.value(),
+            init_image=self.init_image.text().strip(),
+            strength=round(self.strength.value(), 2),
+            loras=self.loras.text(),
             model=self.model_box.model() or "demo-sd",
         )
 
@@ -197,6 +289,24 @@ class ImageTab(QWidget):
         self.height_box.setValue(settings.image_height)
         self.steps.setValue(settings.image_steps)
         self.guidance.setValue(settings.image_guidance)
+
+    def form_fields(self) -> dict[str, QWidget]:
+        """The form's widgets by request field name ("Use these settings" fills them, ``app/recall.py``)."""
+        return {
+            "model": self.model_box,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "sampler": self.sampler,
+            "width": self.width_box,
+            "height": self.height_box,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "seed": self.seed,
+            "batch_count": self.batch_count,
+            "init_image": self.init_image,
+            "strength": self.strength,
+            "loras": self.loras,
+        }
 
     def store_settings(self, settings) -> None:
         settings.image_model = self.model_box.model() or default_of(ImageRequest, "model")
@@ -216,6 +326,25 @@ class ImageTab(QWidget):
         else:
             self.model_note.setText(item.title)
 
+    @Slot(str)
+    def _init_image_changed(self, text: str) -> None:
+        """With an init image the output takes its size; strength only means something then."""
+        img2img = bool(text.strip())
+        for box in (self.width_box, self.height_box):
+            box.setEnabled(not img2img)
+        self.strength.setEnabled(img2img)
+        self.init_clear.setEnabled(img2img)
+
+    def _browse_init_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Choose a picture to start from",
+            "",
+            "Images (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*)",
+        )
+        if path:
+            self.init_image.setText(path)
+
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
             self, "Choose a checkpoint", "", "Checkpoints (*.safetensors *.ckpt);;All files (*)"
@@ -228,18 +357,41 @@ class ImageTab(QWidget):
     @Slot()
     def generate(self) -> None:
         if self.job_id is not None:
-            return  # one image at a time from this form; the Jobs panel shows the queue
+            return  # one job at a time from this form; the Jobs panel shows the queue
         if self.random_seed.isChecked():
             self.seed.setValue(random.randint(0, MAX_SEED))
+        self._submit(self.request)
+
+    @Slot()
+    def upscale(self) -> None:
+        """The image shown, enlarged and repainted by tiles with the form's model, prompt and seed."""
+        if self.job_id is not None or not self.result_path:
+            return
+        source = self.result_path
+        self._submit(
+            lambda: replace(
+                self.request(),
+                init_image=source,
+                upscale=UPSCALE_FACTOR,
+                strength=UPSCALE_STRENGTH,
+                batch_count=1,
+            )
+        )
+
+    def _submit(self, make_request) -> None:
         try:
-            job_id = self.bridge.submit(self.request())
+            request = make_request()
+            job_id = self.bridge.submit(request)
         except BadInput as exc:
             self.status.setText("Nothing was submitted.")
             self._show_error(ErrorKind.bad_input.value, str(exc))
             return
         self.job_id = job_id
+        self.outputs = []
+        self.thumbnails.clear()
+        self.thumbnails.hide()
         self._clear_error()
-        self.progress.setRange(0, self.steps.value())
+        self.progress.setRange(0, request.steps)
         self.progress.setValue(0)
         self.status.setText("Queued: waiting for the image worker…")
         self._set_running(True)
@@ -254,6 +406,8 @@ class ImageTab(QWidget):
         self.generate_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.progress.setVisible(running)
+        for button in (self.upscale_button, self.use_as_init_button):
+            button.setEnabled(not running and bool(self.result_path))
 
     # ------------------------------------------------------------------ events
 
@@ -271,7 +425,7 @@ class ImageTab(QWidget):
             case JobStatus(message=message):
                 self.status.setText(message)
             case Output(path=path, media_type=media_type) if media_type.startswith("image/"):
-                self.show_result(path)
+                self._add_output(path)
             case Finished(elapsed_s=elapsed):
                 self._end(f"Done in {elapsed:.1f} s." if elapsed else "Done.")
             case Cancelled(at_step=step):
@@ -288,6 +442,27 @@ class ImageTab(QWidget):
         if pixmap is not None:
             self._show(pixmap)
 
+    def _add_output(self, path: str) -> None:
+        self.outputs.append(path)
+        if len(self.outputs) > 1:
+            item = QListWidgetItem(QIcon(path), str(len(self.outputs)))
+            item.setToolTip(path)
+            if len(self.outputs) == 2:  # the first one gets its thumbnail once there is a second
+                first = QListWidgetItem(QIcon(self.outputs[0]), "1")
+                first.setToolTip(self.outputs[0])
+                self.thumbnails.addItem(first)
+            self.thumbnails.addItem(item)
+            self.thumbnails.show()
+            self.thumbnails.blockSignals(True)
+            self.thumbnails.setCurrentRow(len(self.outputs) - 1)
+            self.thumbnails.blockSignals(False)
+        self.show_result(path)
+
+    @Slot(int)
+    def _thumbnail_chosen(self, row: int) -> None:
+        if 0 <= row < len(self.outputs):
+            self.show_result(self.outputs[row])
+
     def show_result(self, path: str) -> None:
         pixmap = QPixmap(path)
         if pixmap.isNull():
@@ -295,7 +470,13 @@ class ImageTab(QWidget):
             return
         self.result_path = path
         self._show(pixmap)
-        self.caption.setText(f"{pixmap.width()}×{pixmap.height()} · {path}")
+        index = (
+            f"{self.outputs.index(path) + 1} of {len(self.outputs)} · "
+            if len(self.outputs) > 1 and path in self.outputs
+            else ""
+        )
+        self.caption.setText(f"{index}{pixmap.width()}×{pixmap.height()} · {path}")
+        self._set_running(self.job_id is not None)
         self.result_shown.emit(path)
 
     def _end(self, status: str) -> None:

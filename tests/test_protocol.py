@@ -128,8 +128,8 @@ def test_decode_refuses_a_top_level_message_of_another_type():
 
 def test_unknown_and_missing_fields_are_refused_by_name():
     data = _plain(_submit())
-    data["request"]["sampler"] = "euler"
-    with pytest.raises(MalformedMessage, match="Submit.request: ImageRequest has no field 'sampler'"):
+    data["request"]["clip_skip"] = 2
+    with pytest.raises(MalformedMessage, match="Submit.request: ImageRequest has no field 'clip_skip'"):
         decode(json.dumps(data))
     data = _plain(_submit())
     del data["job_id"]

@@ -42,6 +42,7 @@ def a1111_parameters(params: dict[str, Any]) -> str:
         "Seed": params.get("seed"),
         "Size": f"{params.get('width')}x{params.get('height')}",
         "Model": params.get("model"),
+        "Denoising strength": params.get("strength") if params.get("init_image") else None,
     }
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items() if v is not None))
     return "\n".join(lines)

@@ -40,6 +40,13 @@ MAX_BRUSH_LAYERS = 256
 CHAT_QUANTS = ("auto", "fp32", "bf16", "fp16", "nf4", "fp4", "int8")
 VIDEO_FORMATS = ("mp4", "gif", "webp")
 AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
+IMAGE_SAMPLERS = ("", "Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "LCM")
+"""Samplers by the names A1111 and ComfyUI users know (``workers/image_samplers.py`` maps each to
+its diffusers scheduler); "" keeps the model's own."""
+UPSCALE_STRENGTH = 0.3
+"""What the Image tab's Upscale button repaints a finished image with: low enough that the tiles
+keep the picture (A1111's SD upscale is used at 0.2-0.4), high enough to add detail."""
+
 
 
 class WorkerKind(StrEnum):
@@ -86,7 +93,7 @@ def _require_prompt(prompt: str) -> None:
         raise BadInput("prompt is empty: describe what to generate")
 
 
-def _side(default: int, what: str) -> Any:
+def _side(default: Any, what: str) -> Any:
     return param(default, low=8, high=MAX_SIDE, multiple_of=8, step=8, help=f"{what} in pixels")
 
 
@@ -94,7 +101,7 @@ def _seed() -> Any:
     return param(0, low=0, high=SEED_MAX, help="the same seed and settings give the same result")
 
 
-def _steps(default: int, low: int = 1) -> Any:
+def _steps(default: Any, low: int = 1) -> Any:
     return param(default, low=low, high=MAX_STEPS, help="denoising steps: more is slower and finer")
 
 
@@ -118,7 +125,8 @@ _OUT_HELP = "output file (default: the outputs folder)"
 @message
 @frozen
 class ImageRequest:
-    """Text-to-image with a Stable-Diffusion-style pipeline."""
+    """Text-to-image with a Stable-Diffusion-style pipeline; image-to-image and a tiled upscale
+    when ``init_image`` is set."""
 
     prompt: str
     negative_prompt: str = param("", help="what to keep out of the image")
@@ -127,6 +135,29 @@ class ImageRequest:
     steps: int = _steps(20)
     guidance: float = _guidance()
     seed: int = _seed()
+    sampler: str = param(
+        "", choices=IMAGE_SAMPLERS, help="the sampler (scheduler), by its A1111 name; empty: the model's own"
+    )
+    batch_count: int = param(1, low=1, high=64, help="how many images, one seed each: seed, seed+1, ...")
+    init_image: str = param(
+        "", help="a picture to start from (image-to-image); the output takes its size, times the upscale"
+    )
+    strength: float = param(
+        0.75,
+        low=0,
+        high=1,
+        step=0.05,
+        help="how much of the init image is repainted: 0 keeps it, 1 paints anew from the seed",
+    )
+    upscale: int = param(
+        1,
+        low=1,
+        high=4,
+        help="enlarge the init image this many times, repainting it tile by tile (tiled img2img)",
+    )
+    loras: str = param(
+        "", help="LoRA files or model ids with weights, comma-separated: 'detail.safetensors:0.8, style'"
+    )
     model: str = param("demo-sd", help=_MODEL_HELP)
     out_path: str = param("", flag="--out", help=_OUT_HELP)
 
@@ -134,8 +165,15 @@ class ImageRequest:
     default_priority = Priority.single_shot
 
     def validate(self) -> None:
+        from workers.lora_list import parse_loras
+
         _require_prompt(self.prompt)
         check_params(self)
+        if self.upscale > 1 and not self.init_image:
+            raise BadInput("upscale needs an init image: the picture to enlarge", field="upscale")
+        if self.init_image and not Path(self.init_image).is_file():
+            raise BadInput(f"init image {self.init_image} is not a file", field="init_image")
+        parse_loras(self.loras)
 
 
 MAX_TOOLS_JSON = 256 * 1024
@@ -307,6 +345,9 @@ class VideoRequest:
     rehash_interval: int = param(
         2, low=1, high=100, help="with step rehash: every N-th step runs the whole UNet"
     )
+    image: str = param(
+        "", help="first frame to animate (image-to-video models: Wan and LTX-Video I2V); an image file"
+    )
 
     kind = WorkerKind.video
     default_priority = Priority.background
@@ -326,6 +367,8 @@ class VideoRequest:
                 f"memory mode must be 'auto' or 'slices:N' with N from 1 to {MAX_SLICES}, "
                 f"got {self.memory_mode!r}"
             )
+        if self.image:
+            _require_image_file(self.image, "first-frame image")
 
 
 @message
@@ -411,7 +454,7 @@ def _require_mask_png(where: str, data: bytes, width: int, height: int) -> None:
         raise BadInput(f"{where}: the mask is empty; paint the region to change first")
 
 
-def _require_image_file(path: str) -> None:
+def _require_image_file(path: str, what: str = "photo") -> None:
     from PIL import Image, UnidentifiedImageError
 
     from workers.safe_images import image_size
@@ -419,17 +462,17 @@ def _require_image_file(path: str) -> None:
     try:
         is_file = Path(path).is_file()
     except OSError as exc:  # a name too long for the file system, say
-        raise BadInput(f"photo {path[:80]!r} cannot be opened ({exc.strerror})") from None
+        raise BadInput(f"{what} {path[:80]!r} cannot be opened ({exc.strerror})") from None
     if not is_file:
-        raise BadInput(f"photo {path} does not exist")
-    image_size(path, f"photo {path}")  # from the header: a decompression bomb is never decoded
+        raise BadInput(f"{what} {path} does not exist")
+    image_size(path, f"{what} {path}")  # from the header: a decompression bomb is never decoded
     try:
         with Image.open(path) as image:
             image.verify()
     except FileNotFoundError:
-        raise BadInput(f"photo {path} does not exist") from None
+        raise BadInput(f"{what} {path} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise BadInput(f"photo {path} is not a readable image ({exc})") from None
+        raise BadInput(f"{what} {path} is not a readable image ({exc})") from None
 
 
 @message

@@ -69,7 +69,7 @@ class ParamInfo:
         if s.multiple_of:
             parts.append(f"a multiple of {s.multiple_of}")
         if s.choices:
-            parts.append("one of " + ", ".join(s.choices))
+            parts.append("one of " + ", ".join(c for c in s.choices if c))  # "" is said by the help
         if s.zero_means:
             parts.append(f"0: {s.zero_means}")
         return "; ".join(parts)

@@ -143,7 +143,13 @@ class MediaEndpoints:
         model = require_model(body.get("model") or _default(ImageRequest), ModelKind.image)
         count = int_field(body, "n", 1, low=1, high=MAX_IMAGES)
         response_format = _response_format(body)
-        extras = take_extras(body, ImageRequest, used=used, exclude=("model", "out_path"))
+        # Paths on this machine (an init image, LoRA files) are never taken from a client; n is the batch.
+        extras = take_extras(
+            body,
+            ImageRequest,
+            used=used,
+            exclude=("model", "out_path", "init_image", "loras", "upscale", "batch_count"),
+        )
         seed = extras.pop("seed", _default(ImageRequest, "seed"))
         jobs = []
         for index in range(count):  # n images: n seeds in a row, as a batch in the window would be
@@ -206,7 +212,8 @@ class MediaEndpoints:
             raise ApiError(
                 400, "input_reference (image-to-video) is not supported yet", param="input_reference"
             )
-        extras = take_extras(body, VideoRequest, used=used, exclude=("model", "out_path", "format"))
+        # "image" names a file on this machine: the API never opens a path a client sends.
+        extras = take_extras(body, VideoRequest, used=used, exclude=("model", "out_path", "format", "image"))
         fields = {**parse_size(body.get("size"), VideoRequest), **extras}
         seconds = body.get("seconds")
         if seconds is not None:

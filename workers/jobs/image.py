@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from workers.context import JobContext, MemoryTier
-from workers.outputs import output_path, request_parameters, save_png, write_sidecar
+from workers.outputs import output_path
 from workers.protocol import ImageRequest
 
 # SD 1.x latent -> RGB, a linear fit used by several SD front ends for free step previews.
@@ -42,41 +40,26 @@ def run(ctx: JobContext, request) -> None:
 
 
 def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
-    import torch
+    """Text-to-image, image-to-image or a tiled upscale (``workers/image_generate.py``)."""
+    from dataclasses import replace
 
     from workers.devices import compute_device
+    from workers.image_generate import generate_images, native_tile
+    from workers.img2img import load_init_image
 
     path = output_path(request.out_path, ctx.job_id, ".png")
+    init = load_init_image(request.init_image, request.upscale) if request.init_image else None
     ctx.status(f"loading {request.model}")
     pipe = ctx.cache.get_or_load(f"sd:{request.model}", lambda: _load(request.model))
     device = compute_device()
-    ctx.lease_memory(f"sd:{request.model}", _tiers(pipe, request, device), on_release=lambda: pipe.to("cpu"))
-
-    def on_step_end(pipeline, step, timestep, kwargs):
-        ctx.step(step + 1, request.steps, preview=latent_preview(kwargs["latents"]))
-        return kwargs
-
-    start = time.perf_counter()
-    generator = torch.Generator("cpu").manual_seed(request.seed)
-    image = pipe(
-        request.prompt,
-        negative_prompt=request.negative_prompt or None,
-        width=request.width,
-        height=request.height,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance,
-        generator=generator,
-        callback_on_step_end=on_step_end,
-        callback_on_step_end_tensor_inputs=["latents"],
-    ).images[0]
-    elapsed = time.perf_counter() - start
-    params = request_parameters(
-        request, sampler=type(pipe.scheduler).__name__.removesuffix("Scheduler"), seconds=round(elapsed, 3)
-    )
-    save_png(image, path, params)
-    write_sidecar(path, params)
-    ctx.metric("seconds", elapsed)
-    ctx.output(str(path), "image/png")
+    sized = request
+    if init is not None:  # activations follow what the UNet sees: the init image, or one upscale tile
+        width, height = init.size
+        if request.upscale > 1:
+            width, height = min(width, native_tile(pipe)), min(height, native_tile(pipe))
+        sized = replace(request, width=width, height=height)
+    ctx.lease_memory(f"sd:{request.model}", _tiers(pipe, sized, device), on_release=lambda: pipe.to("cpu"))
+    generate_images(ctx, pipe, request, path, init, preview=latent_preview)
 
 
 def _load(model: str):
