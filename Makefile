@@ -10,7 +10,7 @@ LOCK    ?= requirements.lock
 SOAK_MINUTES ?= 30
 
 .PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop \
-	soak update-deps check-system test-fast fuzz
+	soak update-deps check-system test-fast fuzz setup-cluster
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The optional cluster extra (Ray): `hearth cluster`, `hearth run --cluster`, tests/test_cluster_*.py.
+# Ray is not in requirements.lock: pyproject.toml pins it in the extra; the lock still pins the rest.
+setup-cluster: $(STAMP)
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[cluster]"
 
 # QtMultimedia (music and video playback) loads libpulse.so.0; a real window needs the xcb
 # libraries. Say what is missing instead of failing obscurely later.

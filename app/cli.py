@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from app.cli_brush import add_brush
+from app.cli_cluster import add_cluster, add_cluster_option, run_cluster, transport_for
 from app.cli_info import add_info
 from app.cli_models import add_models
 from app.cli_schema import add_options, given
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="the brush editor: start a project (--new) or add a layer (--mask)",
             description="Start a brush project with --new PROMPT, or add a layer to one with --mask.",
         )
+    )
+    for kind_parser in run.choices.values():
+        add_cluster_option(kind_parser)
+    add_cluster(
+        commands.add_parser("cluster", help="Hearth on several machines (Ray): start, join, status, stop")
     )
     arbiter = commands.add_parser("arbiter", help="the VRAM arbiter").add_subparsers(
         dest="action", required=True
@@ -156,6 +162,8 @@ def _main(argv: list[str]) -> int:
         from app.cli_info import run_info
 
         return run_info(args)
+    if args.command == "cluster":
+        return run_cluster(args)
     if args.command == "arbiter":
         from workers.arbiter.status import print_status
 
@@ -167,7 +175,7 @@ def _main(argv: list[str]) -> int:
     except BadInput as exc:
         print(f"hearth: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return run_job(request)
+    return run_job(request, transport=transport_for(args.cluster, args.token_file))
 
 
 class Interrupts:
@@ -225,15 +233,19 @@ def _leave_the_closed_terminal() -> None:
     os.close(devnull)
 
 
-def run_job(request, printer=None) -> int:
-    """Run one job through a supervisor of its kind; returns the exit code."""
+def run_job(request, printer=None, transport=None) -> int:
+    """Run one job through a supervisor of its kind; returns the exit code.
+
+    ``transport``: None for local worker processes, a ``RayTransport`` for a cluster."""
     from app.cli_progress import JobPrinter
     from workers.supervisor import Supervisor
 
     printer = printer or JobPrinter(request)
     events: queue.SimpleQueue = queue.SimpleQueue()
     with Interrupts(events) as interrupts:
-        supervisor = Supervisor(kinds=[request.kind], listener=events.put, restore_queue=False)
+        supervisor = Supervisor(
+            kinds=[request.kind], listener=events.put, restore_queue=False, transport=transport
+        )
         interrupts.supervisor = supervisor
         try:
             printer.starting()
@@ -258,7 +270,7 @@ def run_brush(args: argparse.Namespace) -> int:
         print(f"hearth: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     printer = JobPrinter(plan.request)
-    code = run_job(plan.request, printer)
+    code = run_job(plan.request, printer, transport_for(args.cluster, args.token_file))
     if code != EXIT_OK:
         return code
     try:

@@ -31,6 +31,7 @@ ERROR_TITLES = {
     "missing_model": "Model not found",
     "out_of_memory": "Not enough memory",
     "worker_crashed": "Worker crashed",
+    "node_lost": "Cluster node lost",
     "revoked": "Memory taken back",
     "interrupted": "Interrupted",
     "internal": "Internal error",

@@ -4,6 +4,7 @@ a test that leaves a thread, child process, socket or QTimer behind fails (tests
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import threading
@@ -23,6 +24,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = ["tests.hygiene"]
+
+# The cluster tests need the optional Ray extra (`make setup-cluster`): without it they are not
+# collected, so the default `make test` never starts (or needs) Ray.
+if importlib.util.find_spec("ray") is None:
+    collect_ignore_glob = ["test_cluster_*.py"]
 
 DIR_VARS = ("HEARTH_DATA_DIR", "HEARTH_CONFIG_DIR", "HEARTH_RUNTIME_DIR", "HEARTH_LOG_DIR")
 SIM_DEVICE = "sim:2GiB"

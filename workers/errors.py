@@ -16,6 +16,8 @@ class ErrorKind(StrEnum):
     """The job could not fit in the memory the arbiter could grant."""
     worker_crashed = "worker_crashed"
     """The worker process died mid-job; it is restarted automatically."""
+    node_lost = "node_lost"
+    """The cluster node running the job died or left mid-job (``workers.cluster``); nothing was written."""
     revoked = "revoked"
     """The arbiter took the job's memory back and the job could not continue."""
     interrupted = "interrupted"

@@ -72,7 +72,17 @@ class WorkerHandle:
 
 
 class Supervisor:
-    """Owns the worker processes and the job queue of each kind."""
+    """Owns the worker processes and the job queue of each kind.
+
+    ``transport``: None runs the workers as local processes (below). A ``RayTransport``
+    (``workers.cluster``, the optional ``cluster`` extra) builds its ``ClusterSupervisor``
+    instead: the same API and events, the workers hosted as Ray actors on a cluster's nodes.
+    """
+
+    def __new__(cls, *args, transport: object | None = None, **kwargs):
+        if transport is not None and cls is Supervisor:
+            cls = transport.supervisor_class
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -80,6 +90,7 @@ class Supervisor:
         store: JobStore | None = None,
         listener: Listener | None = None,
         restore_queue: bool = True,
+        transport: None = None,
     ) -> None:
         self._kinds = tuple(WorkerKind(k) for k in kinds)
         self._store = store or JobStore(database_path())

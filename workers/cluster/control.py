@@ -1,0 +1,205 @@
+"""``hearth cluster start|join|status|stop``: Ray's own node commands, with Hearth's defaults.
+
+- Token authentication on (``RAY_AUTH_MODE=token``): ``start`` makes a random token in Hearth's
+  config folder (mode 0600) unless one is there; every machine that joins, and every Hearth that
+  submits, must present it (``--token-file``, or ``RAY_AUTH_TOKEN``). Without it, anyone who can
+  reach the head's port can run code on every node.
+- Health checks every 0.5 s, 4 misses: a node that dies is noticed in about two seconds (Ray's
+  defaults take over fifteen), so its job fails ``node_lost`` promptly.
+- No dashboard, no usage statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from workers.arbiter.status import format_snapshot
+from workers.errors import HearthError
+from workers.paths import config_dir
+
+TOKEN_FILE = "cluster-token"
+DEFAULT_PORT = 6379
+HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
+RAY_COMMAND_TIMEOUT_S = 180
+
+
+class ClusterError(HearthError):
+    """A cluster command could not do what was asked (Ray missing, a node that would not start)."""
+
+
+def token_path() -> Path:
+    return config_dir() / TOKEN_FILE
+
+
+def ensure_token(path: Path | None = None) -> Path:
+    """The cluster token file, made (random, 256 bits, readable by this user only) if missing."""
+    path = Path(path) if path else token_path()
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path
+
+
+def auth_environment(token_file: Path | None) -> dict[str, str]:
+    """What a Ray process needs to speak to a token-protected cluster (empty: no token known)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return {"RAY_AUTH_MODE": "token"}
+    if token_file is None:
+        token_file = token_path() if token_path().exists() else None
+    if token_file is None:
+        return {}
+    if not Path(token_file).is_file():
+        raise ClusterError(
+            f"no cluster token at {token_file}: copy it from the machine that ran `hearth cluster start`"
+        )
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(Path(token_file).absolute())}
+
+
+def ray_executable() -> str:
+    beside = Path(sys.executable).with_name("ray")
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise ClusterError(
+            "Ray is not installed here: run `make setup-cluster` (pip install 'hearth[cluster]')"
+        )
+    return found
+
+
+def _ray(args: list[str], env: dict[str, str]) -> str:
+    try:
+        done = subprocess.run(
+            [ray_executable(), *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=RAY_COMMAND_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"`ray {args[0]}` did not finish within {RAY_COMMAND_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+        raise ClusterError(f"`ray {' '.join(args[:2])}` failed (exit code {done.returncode}):\n{tail}")
+    return done.stdout + done.stderr
+
+
+def _resources(cpus: int | None, gpus: int | None) -> list[str]:
+    out = []
+    if cpus is not None:
+        out.append(f"--num-cpus={cpus}")
+    if gpus is not None:
+        out.append(f"--num-gpus={gpus}")
+    return out
+
+
+def start_head(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    cpus: int | None = None,
+    gpus: int | None = None,
+    auth: bool = True,
+) -> str:
+    """Start a Ray head on this machine; returns the address others join (``HOST:PORT``)."""
+    env = auth_environment(ensure_token()) if auth else {"RAY_AUTH_MODE": "disabled"}
+    _ray(
+        [
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--node-ip-address={host}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--system-config={json.dumps(HEALTH_CHECKS)}",
+            *_resources(cpus, gpus),
+        ],
+        env,
+    )
+    return f"{host}:{port}"
+
+
+def join(
+    address: str, *, cpus: int | None = None, gpus: int | None = None, token_file: Path | None = None
+) -> None:
+    """Make this machine a node of the cluster at ``address``: its GPUs, under its own arbiter."""
+    _ray(
+        ["start", f"--address={address}", "--disable-usage-stats", *_resources(cpus, gpus)],
+        auth_environment(token_file),
+    )
+
+
+def stop() -> None:
+    """Stop the Ray processes of this user on this machine (the head, or this machine's node)."""
+    _ray(["stop"], {})
+
+
+def connect(address: str | None, token_file: Path | None = None):
+    """A ``RayTransport`` to ``address`` with the token set for this process."""
+    from workers.cluster.supervisor import RayTransport
+
+    os.environ.update(auth_environment(token_file))
+    return RayTransport(address)
+
+
+def status_report(address: str | None, token_file: Path | None = None) -> str:
+    """Nodes, their GPUs, their arbiters' ledgers and the Hearth workers (and jobs) on each."""
+    import ray
+
+    from workers.arbiter.messages import LedgerSnapshot
+    from workers.cluster.actors import NAMESPACE, agent_name
+    from workers.codec import decode
+
+    transport = connect(address, token_file)
+    transport.connect()
+    try:
+        workers = _workers_by_node(NAMESPACE)
+        lines = []
+        for node in ray.nodes():
+            node_id = node["NodeID"]
+            resources = node.get("Resources", {})
+            state = "alive" if node.get("Alive") else "dead"
+            lines.append(
+                f"node {node['NodeManagerHostname']}@{node['NodeManagerAddress']}/{node_id[:8]} ({state}): "
+                f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU"
+            )
+            if not node.get("Alive"):
+                continue
+            try:
+                agent = ray.get_actor(agent_name(node_id), namespace=NAMESPACE)
+                snapshot = decode(ray.get(agent.snapshot.remote(), timeout=10), expected=LedgerSnapshot)
+                lines += ["  " + line for line in format_snapshot(snapshot).splitlines()]
+            except (ValueError, ray.exceptions.RayError) as exc:
+                lines.append(
+                    f"  no Hearth arbiter on this node yet (it starts with the first job): {exc.__class__.__name__}"
+                )
+            for worker in workers.get(node_id, []):
+                job = f"running job {worker['job']}" if worker["job"] else "idle"
+                lines.append(f"  {worker['kind']} worker (pid {worker['pid']}): {job}")
+            lines.append("")
+        return "\n".join(lines).rstrip()
+    finally:
+        transport.disconnect()
+
+
+def _workers_by_node(namespace: str) -> dict[str, list[dict]]:
+    import ray
+
+    from workers.cluster.actors import WORKER_PREFIX
+
+    found: dict[str, list[dict]] = {}
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry.get("namespace") != namespace or not entry.get("name", "").startswith(WORKER_PREFIX):
+            continue
+        with contextlib.suppress(ValueError, ray.exceptions.RayError):
+            actor = ray.get_actor(entry["name"], namespace=namespace)
+            status = ray.get(actor.status.remote(), timeout=10)
+            found.setdefault(status["node_id"], []).append(status)
+    return found
