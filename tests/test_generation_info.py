@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from tests.test_fuzz import corpus_bytes, corpus_params
 from workers.errors import BadInput
 from workers.generation_info import (
     MAX_PARAMETERS_CHARS,
@@ -308,3 +310,35 @@ def test_request_fields_keep_what_fits_the_schema_and_name_the_rest():
 def test_request_fields_of_another_kind_take_only_its_fields():
     restored = request_fields({"prompt": "piano", "seconds": 4, "bpm": 90, "steps": 20}, MusicRequest)
     assert restored.fields == {"seconds": 4.0, "bpm": 90.0}
+
+
+# --------------------------------------------------------------------------- the fuzz corpus
+
+
+@corpus_params("media")
+def test_media_that_crashed_other_readers_is_refused_or_read(tmp_path, case):
+    path = tmp_path / ("case" + Path(case.name.removesuffix(".gz")).suffix)
+    path.write_bytes(corpus_bytes(case))
+    try:
+        read_info(path)
+    except BadInput as exc:
+        assert str(exc)
+
+
+@corpus_params("sidecar")
+@pytest.mark.parametrize("suffix", [".png", ".wav"])
+def test_sidecars_that_crashed_other_readers_are_passed_over(tmp_path, case, suffix):
+    path = tmp_path / f"out{suffix}"
+    if suffix == ".png":
+        Image.new("RGB", (4, 4)).save(path)
+    else:
+        import soundfile
+
+        soundfile.write(path, np.zeros(160, dtype=np.float32), 16000)
+    (tmp_path / f"out{suffix}.json").write_bytes(corpus_bytes(case))
+    try:
+        info = read_info(path)
+    except BadInput as exc:
+        assert "carries no generation parameters" in str(exc)
+    else:
+        assert isinstance(info.params, dict) and isinstance(info.prompt, str)
