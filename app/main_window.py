@@ -21,11 +21,13 @@ from app.api_panel import ApiDialog, ApiIndicator, LocalApi
 from app.brush_editor import BrushEditor
 from app.chat_tab import ChatTab
 from app.form_binding import form_values, restore_form
+from app.gallery_tab import GalleryTab
 from app.image_tab import ImageTab
 from app.jobs_panel import DOCK_WIDTH, JobsPanel
 from app.jobs_state import JobsState
 from app.memory_panel import MemoryPanel, MemoryState
 from app.music_tab import MusicTab
+from app.recall import Recall, droppable
 from app.settings import Settings, load_settings, save_settings
 from app.style import NOTICE_STYLE, app_icon, coloured
 from app.video_tab import VideoTab
@@ -152,6 +154,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.image_tabs, "Image")
         self.tabs.addTab(self.video_tab, "Video")
         self.tabs.addTab(self.music_tab, "Music")
+        self._build_gallery()
         for name, form in self.remembered_forms().items():
             restore_form(form.form_fields(), self.settings.forms.get(name))
         self.notice = DemoNotice(on_dismiss=self._dismiss_notice)
@@ -163,6 +166,26 @@ class MainWindow(QMainWindow):
         column.addWidget(self.notice)
         column.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
+
+    def _build_gallery(self) -> None:
+        """The Gallery tab, and files dropped anywhere on the window: settings back into their tab."""
+        self.recall = Recall(self)
+        self.gallery = GalleryTab(self.bridge)
+        self.gallery.use_settings_requested.connect(self.recall.use_settings)
+        self.gallery.edit_requested.connect(lambda entry: self.recall.edit_with_brushes(entry.path, entry.info))
+        self.tabs.addTab(self.gallery, "Gallery")
+        self.setAcceptDrops(True)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if any(droppable(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        picked = next((path for path in files if droppable(path)), None)
+        if picked is not None:
+            event.acceptProposedAction()
+            self.recall.restore_file(picked)
 
     def _build_docks(self) -> None:
         self.jobs_state = JobsState(self.bridge, self)
@@ -284,6 +307,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.local_api.shutdown()  # API clients see the port close before the workers go
+        self.gallery.shutdown()
         self.memory_state.stop(wait_s=3.0)
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         self.settings.window_state = bytes(self.saveState().toBase64()).decode()
