@@ -458,3 +458,41 @@ def _generate(qtbot, tab) -> Path:
     qtbot.waitUntil(lambda: tab.job_id is None, timeout=30_000)
     assert tab.error.isHidden(), tab.error.text()
     return Path(tab.result_path)
+
+
+def test_edit_with_brushes_opens_a_brush_renders_own_project(qtbot, window):
+    import io
+
+    from workers.brushes.project_io import BrushProject, project_path_for, write_project
+    from workers.paths import data_dir
+
+    params = {
+        "session_id": "lake1",
+        "model": "demo-sd",
+        "prompt": "a mountain lake",
+        "negative_prompt": "",
+        "width": 64,
+        "height": 64,
+        "steps": 8,
+        "guidance": 7.5,
+        "seed": 3,
+        "source": "generated",
+    }
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (20, 90, 160)).save(png, format="PNG")
+    project = write_project(
+        project_path_for("lake1"),
+        BrushProject(params=params, base_png=png.getvalue(), trajectory=b"opaque here"),
+    )
+    renders = data_dir() / "brush-renders"
+    renders.mkdir()
+    render = renders / "lake1.png"
+    save_png(Image.new("RGB", (64, 64)), render, dict(params, job="BrushRender", sampler="DDIM", layers=[]))
+    window.tabs.setCurrentWidget(window.gallery)
+    window.gallery.refresh()
+    qtbot.waitUntil(lambda: len(window.gallery.entries()) == 1, timeout=30_000)
+    window.gallery.select(window.gallery.entries()[0])
+    window.gallery.edit_button.click()
+    assert window.bridge.submitted == []  # its own project opens: no inversion needed
+    assert window.brush_editor.document.project_path == project
+    assert window.recall.last_message == "lake1.png: its brush project is open"
