@@ -12,7 +12,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QSize, QSortFilterProxyModel, Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QImageReader, QPainter, QPixmap
+from PySide6.QtGui import QAction, QColor, QDesktopServices, QImageReader, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -270,6 +270,24 @@ class GalleryTab(QWidget):
         self.open_button.clicked.connect(self.open_current)
         self.reveal_button.clicked.connect(self.reveal_current)
         self.delete_button.clicked.connect(self.delete_current)
+        self._add_item_actions()
+
+    def _add_item_actions(self) -> None:
+        """The buttons' actions on a right click of an item too; Delete and Enter on the keyboard."""
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        for text, slot, key in (
+            ("Use these settings", self.use_current, ""),
+            ("Edit with brushes", self.edit_current, ""),
+            ("Open", self.open_current, "Return"),
+            ("Show in folder", self.reveal_current, ""),
+            ("Delete…", self.delete_current, "Delete"),
+        ):
+            action = QAction(text, self.view)
+            action.triggered.connect(lambda _checked=False, slot=slot: slot())
+            if key:
+                action.setShortcut(QKeySequence(key))
+                action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            self.view.addAction(action)
 
     # -- listing --------------------------------------------------------------------------
 

@@ -178,7 +178,11 @@ def test_delete_asks_then_removes_the_file_and_its_sidecar(qtbot, gallery, monke
     gallery.show()
     wait_listed(qtbot, gallery, 1)
     gallery.select(gallery.entries()[0])
-    monkeypatch.setattr(gallery, "confirm_delete", lambda entry: False)
+    asked = []
+    monkeypatch.setattr(gallery, "confirm_delete", lambda entry: asked.append(entry.path) or False)
+    gallery.view.setFocus()
+    qtbot.keyClick(gallery.view, Qt.Key.Key_Delete)  # the Delete key asks too
+    assert asked == [boat] and boat.exists()
     assert gallery.delete_current() is False and boat.exists()
     monkeypatch.setattr(gallery, "confirm_delete", lambda entry: True)
     with qtbot.waitSignal(gallery.deleted):
