@@ -29,7 +29,10 @@ WAN_REASON = (
 LTX_REASON = "LTX-Video is not supported yet"
 UNET_ONLY_REASON = "a UNet alone, without its text encoder and VAE: Hearth needs a whole checkpoint"
 INPAINT_REASON = "an inpainting checkpoint (9 input channels): Hearth's image tab runs text-to-image models"
-LORA_REASON = "LoRAs cannot be applied yet: Hearth cannot load one onto its base model"
+LORA_REASON = (
+    "a LoRA alone: it runs on top of its base model (the Image tab's LoRA list, or "
+    "`hearth run image --loras ID`)"
+)
 VAE_REASON = "a VAE alone: Hearth cannot swap an image model's VAE yet"
 MOTION_REASON = (
     "a motion module alone: Hearth cannot pair one with a Stable Diffusion model yet "
