@@ -67,7 +67,7 @@ def _check_tensor_offsets(what: str, name: str, tensor: object, data_bytes: int)
         and len(offsets) == 2
         and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
     )
-    if not valid or not 0 <= offsets[0] <= offsets[1] <= data_bytes:
+    if not valid or not isinstance(offsets, list) or not 0 <= offsets[0] <= offsets[1] <= data_bytes:
         raise BadInput(
             f"{what}: tensor {name[:80]!r} lies outside the file's {data_bytes} bytes of data "
             f"(offsets {offsets!r})"

@@ -94,7 +94,7 @@ def _elements(shape: object, what: str, name: str) -> int:
         and len(shape) <= MAX_DIMS
         and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     )
-    if not valid:
+    if not valid or not isinstance(shape, list):
         raise BadInput(f"{what}: tensor {name[:80]!r} has no valid shape ({str(shape)[:80]})")
     elements = 1
     for dim in shape:

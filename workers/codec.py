@@ -148,7 +148,7 @@ def _from_plain(payload: dict, allowed: tuple[type, ...] | None, where: str, top
         raise MalformedMessage(f"{prefix}unknown message type {name!r}")
     if allowed is not None and cls not in allowed:
         raise MalformedMessage(f"{prefix}expected {_names(allowed)}, got {name}")
-    where = where or name
+    where = where or str(name)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     envelope = _ENVELOPE_KEYS if top else ("type",)
     unknown = [key for key in payload if key not in fields and key not in envelope]

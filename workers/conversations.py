@@ -7,6 +7,7 @@ commit durable, so a worker killed mid-answer loses at most the token it was gen
 
 from __future__ import annotations
 
+import builtins  # ``list`` names a method of ConversationStore inside the class
 import json
 import sqlite3
 import time
@@ -121,7 +122,7 @@ class ConversationStore:
     def delete(self, conversation_id: str) -> None:
         self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
-    def search(self, text: str) -> list[Conversation]:
+    def search(self, text: str) -> builtins.list[Conversation]:
         """Conversations whose title or any message contains ``text`` (case-insensitive)."""
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         rows = self._db.execute(
@@ -154,7 +155,9 @@ class ConversationStore:
             (conversation_id, role, content, state, job_id, model, now),
         )
         self._touch(conversation_id, now)
-        return int(cursor.lastrowid)
+        row_id = cursor.lastrowid
+        assert row_id is not None  # an INSERT always sets it
+        return row_id
 
     def append_to_message(self, message_id: int, text: str) -> None:
         """Stream text into a message; each call is one durable commit."""
@@ -169,7 +172,7 @@ class ConversationStore:
             raise BadInput(f"message {message_id} does not exist")
         return StoredMessage(**dict(row))
 
-    def messages(self, conversation_id: str) -> list[StoredMessage]:
+    def messages(self, conversation_id: str) -> builtins.list[StoredMessage]:
         rows = self._db.execute(
             "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
         ).fetchall()

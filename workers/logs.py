@@ -13,15 +13,18 @@ BACKUPS = 3
 FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
+class _HearthLogFile(logging.handlers.RotatingFileHandler):
+    """Hearth's own log file handler, so a second setup_logging call in a process adds no twin."""
+
+
 def setup_logging(process_name: str, level: int = logging.INFO) -> None:
     """Send this process's log records to ``<log dir>/<process_name>.log`` (rotated at 2 MB)."""
     root = logging.getLogger()
-    if any(getattr(h, "hearth", False) for h in root.handlers):
+    if any(isinstance(h, _HearthLogFile) for h in root.handlers):
         return
-    handler = logging.handlers.RotatingFileHandler(
+    handler = _HearthLogFile(
         log_dir() / f"{process_name}.log", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
     )
-    handler.hearth = True
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
     root.setLevel(level)

@@ -21,13 +21,16 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.codec import MalformedMessage, decode, encode
 from workers.context import CancelToken, HeldLease, JobContext, MemoryTier
 from workers.errors import ErrorKind, HearthError, JobCancelled
 from workers.logs import setup_logging
 from workers.protocol import Cancel, Cancelled, Failed, Finished, Hello, Shutdown, Started, Submit, WorkerKind
+
+if TYPE_CHECKING:
+    from workers.arbiter.selfcheck import LeaseAudit
 
 IDLE_POLL_S = 0.2
 READING_INTERVAL_S = 1.0
@@ -109,7 +112,7 @@ class WorkerRuntime:
         self._current: tuple[str, CancelToken] | None = None
         self._cancelled_early: set[str] = set()
         self._arbiter = None
-        self._lease_audit = None  # issue 7: per-job check of usage against leases
+        self._lease_audit: LeaseAudit | None = None  # per-job check of usage against leases
         self._throttle_said = None  # issue 7: the throttle order last shown to the user
         self._reported_at = float("-inf")  # the last DeviceReading sent to the arbiter
         self.handler = importlib.import_module(f"workers.jobs.{kind.value}")
@@ -181,7 +184,7 @@ class WorkerRuntime:
             ctx.check_cancelled()
             self.handler.run(ctx, submit.request)
             ctx.check_cancelled()
-            end = Finished(
+            end: Finished | Cancelled | Failed = Finished(
                 job_id=submit.job_id, elapsed_s=time.perf_counter() - start, metrics=tuple(ctx.metrics)
             )
         except JobCancelled as exc:

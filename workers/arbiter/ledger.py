@@ -22,7 +22,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from workers.arbiter.device import DeviceView
 from workers.arbiter.messages import (
@@ -107,7 +107,7 @@ class Ledger:
         self.clock = clock
         # A restarted arbiter must not reuse the ids that re-registering clients still hold.
         self.lease_prefix = lease_prefix if lease_prefix is not None else f"L{secrets.token_hex(3)}-"
-        self.lease_ids = itertools.count(1)
+        self.lease_ids: Iterator[int] = itertools.count(1)
         self._seq = itertools.count()
         self._clients: dict[str, ClientRecord] = {}
         self.leases: dict[str, LeaseRecord] = {}

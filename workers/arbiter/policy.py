@@ -262,7 +262,7 @@ class SchedulingPolicy:
             ),
             key=lambda lease: lease.keep_value(now),
         )
-        out = []
+        out: list[Send] = []
         growable = [lease for lease in self._active_unrevoked() if lease.can_grow]
         for lease in sorted(growable, key=lambda lease: (lease.rank(now), lease.granted_at)):
             if now < lease.offer_after:

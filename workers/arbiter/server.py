@@ -188,9 +188,10 @@ class ArbiterServer:
     def _accept(self) -> None:
         # Drain the backlog: under a connection flood, one accept per loop would leave honest
         # clients finding the queue full.
-        while True:
+        listener = self._listener
+        while listener is not None:
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # out of file descriptors: serve who is connected, retry later
