@@ -16,6 +16,7 @@ CLI_COMMANDS = {
     "api-key": "print the local API's key (made on first use)",
     "models": "the models on this machine: list, scan, add, remove, info (hearth models --help)",
     "info": "the generation parameters of an output: PNG, MP4, WAV, FLAC, ... (hearth info FILE [--json])",
+    "cluster": "Hearth on several machines (Ray, optional): start, join, status, stop (hearth cluster --help)",
 }
 QT_OPTIONS_WITH_VALUE = frozenset(
     ("-platform", "-platformpluginpath", "-platformtheme", "-plugin", "-qmljsdebugger", "-style")

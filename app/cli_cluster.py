@@ -74,10 +74,13 @@ def transport_for(address: str | None, token_file: Path | None = None):
     if not address:
         return None
     try:
-        from workers.cluster.control import connect
+        from workers.cluster.control import ClusterError, connect
     except ImportError:
         raise SystemExit(f"hearth: error: {NO_RAY}") from None
-    return connect(address, token_file)
+    try:
+        return connect(address, token_file)
+    except ClusterError as exc:
+        raise SystemExit(f"hearth: error: {exc}") from None
 
 
 def run_cluster(args: argparse.Namespace) -> int:

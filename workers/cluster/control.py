@@ -142,23 +142,38 @@ def stop() -> None:
 
 
 def connect(address: str | None, token_file: Path | None = None):
-    """A ``RayTransport`` to ``address`` with the token set for this process."""
+    """A ``RayTransport`` connected to the cluster at ``address``, with the cluster's token.
+
+    Raises ``ClusterError`` naming the address when the cluster cannot be reached or refuses us.
+    """
+    # Before Ray is imported: it reads its authentication mode from the environment once. Its
+    # C++ core would also log every retry of a refused connection, once a second, on stderr.
+    os.environ.update(auth_environment(token_file))
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     from workers.cluster.supervisor import RayTransport
 
-    os.environ.update(auth_environment(token_file))
-    return RayTransport(address)
+    transport = RayTransport(address)
+    try:
+        transport.connect()
+    except (ConnectionError, RuntimeError) as exc:
+        text = str(exc.__cause__ or exc)
+        if "InvalidAuthToken" in text:
+            why = "it refused this machine's token (give the head's with --token-file or RAY_AUTH_TOKEN)"
+        else:
+            why = text.strip().splitlines()[-1][:300]
+        raise ClusterError(f"cannot reach the Hearth cluster at {address or 'this machine'}: {why}") from None
+    return transport
 
 
 def status_report(address: str | None, token_file: Path | None = None) -> str:
     """Nodes, their GPUs, their arbiters' ledgers and the Hearth workers (and jobs) on each."""
+    transport = connect(address, token_file)  # first: it sets the token before Ray is imported
     import ray
 
     from workers.arbiter.messages import LedgerSnapshot
     from workers.cluster.actors import NAMESPACE, agent_name
     from workers.codec import decode
 
-    transport = connect(address, token_file)
-    transport.connect()
     try:
         workers = _workers_by_node(NAMESPACE)
         lines = []

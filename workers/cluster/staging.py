@@ -33,10 +33,25 @@ SIDECAR_SUFFIX = ".json"
 
 
 def runs_on_users_machine(request: object) -> bool:
-    """True for requests tied to files or stores on the user's machine."""
+    """True for requests tied to files or stores on the user's machine: a brush project, a stored
+    conversation, or any file this machine has that the request names (an init image, a LoRA,
+    a model folder or checkpoint): another machine would not find it."""
     if isinstance(request, (BrushBaseRequest, BrushRenderRequest)):
         return True
-    return isinstance(request, ChatRequest) and bool(request.conversation_id)
+    if isinstance(request, ChatRequest) and request.conversation_id:
+        return True
+    named = [getattr(request, name, "") for name in ("model", "init_image")]
+    named += [part.strip().rsplit(":", 1)[0] for part in getattr(request, "loras", "").split(",")]
+    return any(_local_file(value) for value in named if value)
+
+
+def _local_file(value: str) -> bool:
+    if not any(sep in value for sep in ("/", "\\", ".")):
+        return False  # a catalog id ("demo-sd"); a hub id ("org/name") is no file here either
+    try:
+        return Path(value).expanduser().exists()
+    except (OSError, ValueError):
+        return False
 
 
 def staged_request(request: object, job_id: str, staging: Path) -> object:
@@ -51,14 +66,20 @@ def sidecar_of(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def local_destination(request: object, job_id: str, staged_path: str) -> Path:
-    """Where a shipped output lands here: the user's ``out_path``, else the outputs folder."""
-    suffix = Path(staged_path).suffix
-    requested = getattr(request, "out_path", "")
-    if requested:
-        path = Path(requested).expanduser()
-        return path if path.suffix else path.with_suffix(suffix)
-    return output_path("", job_id, suffix)
+def local_destination(request: object, job_id: str, staged_path: str, first: Path | None = None) -> Path:
+    """Where a shipped output lands here: the user's ``out_path`` (else the outputs folder), and
+    for the further images of a batch (``JOBID-2.png`` in staging) the same name as locally
+    (``NAME-2.png`` beside ``first``, the job's first destination)."""
+    staged = Path(staged_path)
+    if first is None:
+        requested = getattr(request, "out_path", "")
+        if requested:
+            path = Path(requested).expanduser()
+            first = path if path.suffix else path.with_suffix(staged.suffix)
+        else:
+            first = output_path("", job_id, staged.suffix)
+    rest = staged.stem[len(job_id) :] if staged.stem.startswith(job_id) else ""
+    return first.with_name(f"{first.stem}{rest}{first.suffix}") if rest else first
 
 
 def write_here(destination: Path, data: bytes, sidecar: bytes | None) -> None:

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
@@ -157,6 +158,7 @@ class ClusterSupervisor(Supervisor):
         self._local_node = ""
         self.job_nodes: dict[str, str] = {}
         """Job id -> the name of the node it was sent to."""
+        self._destinations: dict[str, Path] = {}  # each job's first output here (a batch's names follow it)
         self.traffic: dict[str, int] = {}
         """Bytes of outputs received through the object store, per job kind."""
 
@@ -265,9 +267,10 @@ class ClusterSupervisor(Supervisor):
                 if worker.current is not None:
                     self._send(worker, Cancel(job_id=worker.current.job_id))
                 self._send(worker, Shutdown())
-        stops = [w.actor.stop.remote(timeout) for w in workers]
-        with contextlib.suppress(RayError, GetTimeoutError):
-            ray.get(stops, timeout=timeout + 5)
+        if ray.is_initialized():  # (never connected: nothing to stop, and no Ray to start by asking)
+            stops = [w.actor.stop.remote(timeout) for w in workers]
+            with contextlib.suppress(RayError, GetTimeoutError):
+                ray.get(stops, timeout=timeout + 5)
         self._end(workers)
 
     def stop_now(self) -> None:
@@ -462,7 +465,9 @@ class ClusterSupervisor(Supervisor):
         """Fetch a finished file from the object store and write it here, atomically."""
         submit = worker.current
         request = submit.request if submit is not None and submit.job_id == event.job_id else None
-        destination = local_destination(request, event.job_id, event.path)
+        first = self._destinations.get(event.job_id)
+        destination = local_destination(request, event.job_id, event.path, first)
+        self._destinations.setdefault(event.job_id, destination)
         data = ray.get(extra["file"], timeout=OUTPUT_FETCH_S)
         sidecar = ray.get(extra["sidecar"], timeout=OUTPUT_FETCH_S) if "sidecar" in extra else None
         write_here(destination, data, sidecar)
