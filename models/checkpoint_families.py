@@ -17,11 +17,6 @@ from collections.abc import Mapping
 
 from models.identity import FoundKind, Recognition
 
-SDXL_REASON = "SDXL checkpoints are not supported yet: Hearth's image tab runs Stable Diffusion 1.x and 2.x"
-SD3_REASON = (
-    "SD3 and SD3.5 checkpoints are not supported yet: Hearth's image tab runs Stable Diffusion 1.x and 2.x"
-)
-FLUX_REASON = "Flux single-file checkpoints are not supported yet"
 WAN_REASON = (
     "Wan single-file checkpoints are not supported yet: use a diffusers Wan folder "
     "(e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
@@ -99,9 +94,9 @@ def _transformer_family(keys: CheckpointKeys, shapes) -> Recognition | None:
     if (keys.starts("double_blocks.") and keys.starts("single_blocks.")) or keys.starts(
         "single_transformer_blocks."
     ):
-        return Recognition(FoundKind.image, "Flux", FLUX_REASON)
+        return Recognition(FoundKind.image, "Flux")
     if keys.starts("joint_blocks."):
-        return Recognition(FoundKind.image, _sd3_version(keys), SD3_REASON)
+        return Recognition(FoundKind.image, _sd3_version(keys))
     if keys.starts("patchify_proj.") and keys.starts("adaln_single."):
         return Recognition(FoundKind.video, "LTX-Video", LTX_REASON)
     wan_blocks = keys.starts("blocks.0.self_attn.") or keys.starts("blocks.0.attn1.")
@@ -126,12 +121,12 @@ def _wan_version(keys: CheckpointKeys, shapes) -> str:
 def _stable_diffusion_family(keys: CheckpointKeys, shapes) -> Recognition | None:
     """SD 1.x, 2.x and SDXL: a whole checkpoint, or a UNet alone (ComfyUI's unet folder)."""
     if keys.has("conditioner.embedders."):
-        return Recognition(FoundKind.image, "SDXL", SDXL_REASON)
+        return Recognition(FoundKind.image, "SDXL")
     if not keys.starts("input_blocks."):
         return None
     family = _unet_family(keys, shapes)
     if family == "SDXL":
-        return Recognition(FoundKind.image, "SDXL", SDXL_REASON)
+        return Recognition(FoundKind.image, "SDXL")
     first = keys.shape(shapes, "input_blocks.0.0.weight")
     if len(first) > 1 and first[1] == 9:
         return Recognition(FoundKind.image, f"{family} inpainting", INPAINT_REASON)

@@ -9,8 +9,6 @@ from pathlib import Path
 from models.checkpoint_families import (
     LTX_REASON,
     MOTION_REASON,
-    SD3_REASON,
-    SDXL_REASON,
     UNET_ONLY_REASON,
     VAE_REASON,
 )
@@ -19,7 +17,6 @@ from workers.errors import BadInput
 
 MAX_CONFIG_BYTES = 1_000_000
 """Real configs are a few KB; a bigger one is not read."""
-FLUX_FOLDER_REASON = "Flux is not supported yet: Hearth's image tab runs Stable Diffusion 1.x and 2.x"
 IMAGE_TO_VIDEO_REASON = "image-to-video is not supported yet: Hearth's video tab is text-to-video"
 STABLE_AUDIO_REASON = "Stable Audio is not supported yet: Hearth's music tab runs MusicGen"
 CHAT_FAMILIES = {
@@ -71,13 +68,13 @@ def recognise_pipeline(folder: Path, index: dict) -> Recognition:
             width = _component_config(folder, "unet").get("cross_attention_dim")
             return Recognition(FoundKind.image, "SD2" if width == 1024 else "SD1.5")
         case "StableDiffusionXLPipeline":
-            return Recognition(FoundKind.image, "SDXL", SDXL_REASON)
+            return Recognition(FoundKind.image, "SDXL")
         case "StableDiffusion3Pipeline":
             transformer = _component_config(folder, "transformer")
             newer = transformer.get("num_layers") == 38 or bool(transformer.get("dual_attention_layers"))
-            return Recognition(FoundKind.image, "SD3.5" if newer else "SD3", SD3_REASON)
+            return Recognition(FoundKind.image, "SD3.5" if newer else "SD3")
         case "FluxPipeline":
-            return Recognition(FoundKind.image, "Flux", FLUX_FOLDER_REASON)
+            return Recognition(FoundKind.image, "Flux")
         case "AnimateDiffPipeline":
             return Recognition(FoundKind.video, "AnimateDiff")
         case "WanPipeline" | "WanImageToVideoPipeline":

@@ -57,8 +57,8 @@ def test_scan_prints_a_table_and_list_shows_the_linked_models_beside_the_built_i
     assert (
         "skipped: " + str(home / "ComfyUI/models/checkpoints/old_model.ckpt") + ": a pickle checkpoint" in out
     )
-    flux = next(line for line in out.splitlines() if "flux1-dev" in line)
-    assert "image" in flux and "Flux" in flux and "Flux single-file checkpoints are not supported yet" in flux
+    wan = next(line for line in out.splitlines() if "Wan single-file" in line)
+    assert "video" in wan and "Wan 2.1" in wan and "wan2" in wan.lower()
     listed = hearth_json(capsys, "list")["models"]
     assert {m["id"] for m in listed} >= {"demo-sd", "smollm2-135m-instruct"}
     assert len([m for m in listed if m["source"] != "built-in"]) == 25

@@ -17,9 +17,9 @@ SINGLE_FILES = [
     # (tensor names, metadata, kind, family, reason starts with; "" = runs)
     (mf.SD15, None, "image", "SD1.5", ""),
     (mf.SD2, None, "image", "SD2", ""),
-    (mf.SDXL, None, "image", "SDXL", "SDXL checkpoints are not supported yet"),
-    (mf.SD35, None, "image", "SD3.5", "SD3 and SD3.5 checkpoints are not supported yet"),
-    (mf.FLUX, None, "image", "Flux", "Flux single-file checkpoints are not supported yet"),
+    (mf.SDXL, None, "image", "SDXL", ""),
+    (mf.SD35, None, "image", "SD3.5", ""),
+    (mf.FLUX, None, "image", "Flux", ""),  # its text encoders and VAE come from its base repo
     (mf.WAN_13B, None, "video", "Wan 2.1", "Wan single-file checkpoints are not supported yet"),
     (mf.LTX, None, "video", "LTX-Video", "LTX-Video is not supported yet"),
     (mf.MOTION_MODULE, None, "motion_adapter", "AnimateDiff motion module", "a motion module alone"),

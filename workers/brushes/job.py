@@ -16,13 +16,12 @@ from workers.brushes.layers import Layer
 from workers.brushes.project import save_session, session_from_project
 from workers.brushes.project_io import MEDIA_TYPE, project_path_for
 from workers.brushes.render import BrushSession, region_preview
-from workers.context import JobContext, MemoryTier
+from workers.context import JobContext
 from workers.errors import BadInput, JobCancelled
 from workers.protocol import BrushBaseRequest, BrushRenderRequest
 from workers.safe_names import path_inside, safe_name
 
 SESSIONS_KEY = "brush-sessions"
-ACTIVATION_BYTES_PER_PIXEL = 4 * 1024
 
 
 class BrushSessions:
@@ -64,7 +63,7 @@ def start_session(ctx: JobContext, request: BrushBaseRequest) -> BrushSession:
 
     path = _project_path(request)
     pipe = _pipeline(ctx, request.model, request.width, request.height)
-    on_step = _stepper(ctx, "inverting photo" if request.photo_path else "generating base")
+    on_step = _stepper(ctx, "inverting photo" if request.photo_path else "generating base", pipe)
     if request.photo_path:
         base = load_photo(request.photo_path, request.width, request.height)
         trajectory = invert(
@@ -165,11 +164,24 @@ def render_parameters(
         "guidance": session.trajectory.guidance,
         "width": request.width,
         "height": request.height,
-        "sampler": "DDIM",
+        "family": _family_name(session.pipe),
+        "sampler": "FlowMatchEuler" if _flow(session.pipe) else "DDIM",
         "layers": layers,
         "unet_calls": unet_calls,
         "seconds": round(seconds, 3),
     }
+
+
+def _family_name(pipe) -> str:
+    from models.image import image_family
+
+    return image_family(pipe).name
+
+
+def _flow(pipe) -> bool:
+    from models.image import image_family
+
+    return image_family(pipe).flow_matching
 
 
 def load_photo(path: str, width: int, height: int):
@@ -211,33 +223,32 @@ def _sessions(ctx: JobContext) -> BrushSessions:
 
 
 def _pipeline(ctx: JobContext, model: str, width: int, height: int):
-    """The same warm pipeline and arbiter lease as text-to-image (key ``sd:<model>``)."""
+    """The same warm pipeline and arbiter lease as text-to-image (key ``sd:<model>``).
+
+    Brush edits are interactive: the tiers offered keep the denoiser resident (offloading it
+    would move its weights for every step of every edit), from all parts resident down to the
+    text encoders and VAE moving in only when used."""
     from models.image import load_image_pipeline
     from workers.devices import compute_device
+    from workers.image_tiers import image_tiers
 
     key = f"sd:{model}"
     if key not in ctx.cache:
         ctx.status(f"loading {model}")
-    pipe = ctx.cache.get_or_load(key, lambda: load_image_pipeline(model))
     device = compute_device()
-    weights = sum(
-        p.numel() * p.element_size()
-        for name in ("unet", "vae", "text_encoder")
-        for p in getattr(pipe, name).parameters()
-    )
-    tier = MemoryTier(
-        name="resident",
-        bytes=weights + width * height * ACTIVATION_BYTES_PER_PIXEL,
-        est_step_s=0.05,
-        apply=lambda: pipe.to(device),
-    )
-    ctx.lease_memory(key, [tier], on_release=lambda: pipe.to("cpu"))
+    pipe = ctx.cache.get_or_load(key, lambda: load_image_pipeline(model, device=device))
+    tiers = image_tiers(pipe, width, height, device, interactive=True)
+    ctx.lease_memory(key, tiers, on_release=lambda: pipe.to("cpu"))
     return pipe
 
 
-def _stepper(ctx: JobContext, message: str):
+def _stepper(ctx: JobContext, message: str, pipe):
+    from models.image import image_family
+
+    family = image_family(pipe)
+
     def on_step(step: int, total: int, latents) -> None:
-        ctx.step(step, total, message, preview=region_preview(latents))
+        ctx.step(step, total, message, preview=region_preview(latents, family=family))
 
     return on_step
 

@@ -16,14 +16,15 @@ def trajectory_bytes(trajectory: Trajectory) -> bytes:
     import torch
     from safetensors.torch import save
 
-    return save(
-        {
-            "latents": trajectory.latents.contiguous(),
-            "timesteps": trajectory.timesteps.contiguous(),
-            "prompt_embeds": trajectory.prompt_embeds.contiguous(),
-            "guidance": torch.tensor([trajectory.guidance], dtype=torch.float64),
-        }
-    )
+    tensors = {
+        "latents": trajectory.latents.contiguous(),
+        "timesteps": trajectory.timesteps.contiguous(),
+        "prompt_embeds": trajectory.prompt_embeds.contiguous(),
+        "guidance": torch.tensor([trajectory.guidance], dtype=torch.float64),
+    }
+    if trajectory.pooled_embeds is not None:  # SDXL, SD3, Flux
+        tensors["pooled_embeds"] = trajectory.pooled_embeds.contiguous()
+    return save(tensors)
 
 
 def trajectory_from_bytes(data: bytes, steps: int) -> Trajectory:
@@ -40,6 +41,7 @@ def trajectory_from_bytes(data: bytes, steps: int) -> Trajectory:
             timesteps=tensors["timesteps"],
             prompt_embeds=tensors["prompt_embeds"],
             guidance=float(tensors["guidance"][0]),
+            pooled_embeds=tensors.get("pooled_embeds"),
         )
     except (SafetensorError, KeyError, ValueError, RuntimeError) as exc:
         raise BadInput(f"the project's cached trajectory is damaged ({exc})") from None
@@ -70,6 +72,12 @@ def session_from_project(pipe, project: BrushProject) -> BrushSession:
     scale = getattr(pipe, "vae_scale_factor", 8)
     if tuple(trajectory.latents.shape[-2:]) != (height // scale, width // scale):
         raise BadInput(f"the project's cached trajectory is for another image size than {width} x {height}")
+    channels = pipe.vae.config.latent_channels
+    if trajectory.latents.shape[1] != channels:
+        raise BadInput(
+            f"the project's cached trajectory has {trajectory.latents.shape[1]} latent channels, "
+            f"its model {project.params.get('model', '')!r} has {channels}: it was made with another model family"
+        )
     base = Image.open(io.BytesIO(project.base_png)).convert("RGB")  # size checked by read_project
     params = project.params
     return BrushSession(

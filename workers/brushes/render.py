@@ -1,11 +1,14 @@
 """Rendering layers from a cached trajectory (the Layered Diffusion Brushes algorithm).
 
-For a schedule of N DDIM steps whose latents z[0] = z_T .. z[N] = z_0 are cached:
+For a schedule of N steps (DDIM, or the flow-matching Euler ODE for SD3/Flux: ``schedule.py``)
+whose latents z[0] = z_T .. z[N] = z_0 are cached:
 
-1. Branch, per layer: take the ORIGINAL z[n] (n = the layer's regeneration step), replace it
-   inside the feathered mask m by ``sqrt(1 - s^2) z + s eps`` (eps from the layer's seed, s its
-   strength: a variance-preserving mix, so s = 1 is fresh noise and s = 0 keeps the latent),
-   then denoise steps n .. N-3 with the layer's prompt: N-2-n UNet calls. The result is cached
+1. Branch, per layer: take the ORIGINAL z[n] (n = the layer's regeneration step), re-noise it
+   inside the feathered mask m with eps from the layer's seed and s its strength (DDIM:
+   ``sqrt(1 - s^2) z + s eps``, a variance-preserving mix; flow matching: the same mix applied
+   to the trajectory's noise end and carried to sigma_n, ``schedule.FlowSchedule.renoise``; s = 1
+   is fresh noise and s = 0 keeps the latent), then denoise steps n .. N-3 with the layer's
+   prompt: N-2-n denoiser (UNet or transformer) calls. The result is cached
    under the layer's ``branch_key``; changing only opacity or visibility reruns nothing.
 2. Merge at step N-2 (as in the paper): starting from the original z[N-2], each visible layer,
    bottom to top, is blended in with ``lerp(composite, branch, opacity * m)`` (see ``layers``).
@@ -34,14 +37,6 @@ BRANCH_CACHE_SIZE = 64
 COMPOSITE_CACHE_SIZE = 8
 MASK_FLOOR = 1 / 255
 """Feathered mask values below one 8-bit level count as outside: keeps the feather's reach finite."""
-
-# SD 1.x latent -> RGB, the linear fit SD front ends use for previews without a VAE decode.
-LATENT_RGB_FACTORS = (
-    (0.298, 0.207, 0.208),
-    (0.187, 0.286, 0.173),
-    (-0.158, 0.189, 0.264),
-    (-0.184, -0.271, -0.473),
-)
 
 RenderStep = Callable[[int, int, Any], None]
 """on_step(step, total, preview PIL image or None) after every UNet call."""
@@ -84,7 +79,8 @@ class BrushSession:
     @property
     def scheduler(self):
         if self._scheduler is None:
-            self._scheduler = brush_scheduler(self.pipe, self.steps)
+            latent_size = tuple(self.trajectory.latents.shape[-2:])
+            self._scheduler = brush_scheduler(self.pipe, self.steps, latent_size)
         return self._scheduler
 
     def render(
@@ -123,21 +119,25 @@ class BrushSession:
         z = self.trajectory.latents[layer.regen_step : layer.regen_step + 1]  # (1, C, h, w)
         generator = torch.Generator("cpu").manual_seed(layer.seed)
         noise = torch.randn(z.shape, generator=generator)
-        s = float(layer.strength)
-        mixed = math.sqrt(1 - s * s) * z + s * noise
+        first = self.trajectory.latents[:1]  # the trajectory's noise end (flow matching re-noises along it)
+        mixed = self.scheduler.renoise(layer.regen_step, z, first, noise, float(layer.strength))
         z = torch.where(mask > 0, torch.lerp(z, mixed, mask), z)
-        embeds = self._prompt_embeds(layer.prompt or self.prompt)
+        conditioning = self._conditioning(layer.prompt or self.prompt)
         for k in range(layer.regen_step, self.merge_step):
-            z = denoise_step(
-                self.pipe, self.scheduler, z, self.scheduler.timesteps[k], embeds, self.trajectory.guidance
-            )
-            progress.advance(lambda z=z: region_preview(z, mask))
+            z = denoise_step(self.pipe, self.scheduler, z, k, conditioning, self.trajectory.guidance)
+            progress.advance(lambda z=z: region_preview(z, mask, self.family))
         _remember(self.branches, key, z, BRANCH_CACHE_SIZE)
         return z
 
-    def _prompt_embeds(self, prompt: str):
+    @property
+    def family(self):
+        from models.image import image_family
+
+        return image_family(self.pipe)
+
+    def _conditioning(self, prompt: str):
         if prompt == self.prompt:
-            return self.trajectory.prompt_embeds
+            return self.trajectory.conditioning
         if prompt not in self._embeds:
             self._embeds[prompt] = encode_prompt(
                 self.pipe, prompt, self.negative_prompt, self.trajectory.guidance
@@ -162,12 +162,12 @@ class BrushSession:
                 self.pipe,
                 self.scheduler,
                 composite,
-                self.scheduler.timesteps[k],
-                self.trajectory.prompt_embeds,
+                k,
+                self.trajectory.conditioning,
                 self.trajectory.guidance,
             )
             composite = torch.where(union, stepped, original[k + 1 : k + 2])
-            progress.advance(lambda z=composite: region_preview(z, preview_mask))
+            progress.advance(lambda z=composite: region_preview(z, preview_mask, self.family))
         return composite
 
     # -- 4. decode ------------------------------------------------------------------------
@@ -219,17 +219,19 @@ def feathered_mask(layer: Layer):
     return blurred.where(blurred >= MASK_FLOOR, 0.0).clamp(0, 1)
 
 
-def region_preview(latents, mask=None):
+def region_preview(latents, mask=None, family=None):
     """A cheap RGBA preview (no VAE decode) of the latents; outside ``mask`` it is transparent.
 
-    Full-frame rather than cropped, so the editor can lay it exactly over the image.
+    Full-frame rather than cropped, so the editor can lay it exactly over the image. ``family``
+    (``models.image_families``) gives the latent -> RGB fit; SD 1.x's when not given.
     """
     import torch
     from PIL import Image
 
-    factors = torch.tensor(LATENT_RGB_FACTORS[: latents.shape[1]], dtype=torch.float32)
-    rgb = torch.einsum("chw,cr->hwr", latents[0].float(), factors)
-    rgb = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8)
+    from models.image_families import SD15
+    from workers.latent_preview import latent_rgb
+
+    rgb = latent_rgb(latents, family or SD15)
     alpha = torch.full(rgb.shape[:2], 255, dtype=torch.uint8)
     if mask is not None:
         alpha = torch.where(mask[0, 0] > 0, alpha, 0)

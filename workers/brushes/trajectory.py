@@ -1,9 +1,20 @@
 """The cached denoising trajectory of a brush session: z_T..z_0 plus the prompt embeddings.
 
-A generated base image records every latent its DDIM loop passes through; a natural photo gets
-the same record by DDIM inversion (encode, then run the deterministic DDIM update backwards).
-Every layer later restarts from one of these cached latents, so this is the only full-length
-denoising run a session ever pays for.
+A generated base image records every latent its sampler passes through; a natural photo gets
+the same record by inversion (encode, then run the deterministic sampler backwards). Every layer
+later restarts from one of these cached latents, so this is the only full-length denoising run a
+session ever pays for.
+
+Two samplers, by family (``models.image_families``; the per-family network calls are in
+``denoisers``):
+- **DDIM** (eta 0) for the epsilon / v-prediction UNets (SD 1.x/2.x, SDXL and its few-step
+  variants): inversion is DDIM inversion.
+- **Flow-matching Euler** for SD3/3.5 and Flux, the update of diffusers'
+  ``FlowMatchEulerDiscreteScheduler.step``: ``z_{k+1} = z_k + (sigma_{k+1} - sigma_k) v(z_k, t_k)``,
+  on the sigmas its ``set_timesteps`` gives (Flux: with the resolution-dependent shift ``mu`` its
+  pipeline computes). It is applied here without the scheduler's internal step counter, so an
+  edit can start at any step. Inversion runs the same ODE backwards:
+  ``z_k = z_{k+1} + (sigma_k - sigma_{k+1}) v(z_{k+1}, t_k)``.
 """
 
 from __future__ import annotations
@@ -12,8 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from workers.brushes.denoisers import Conditioning, encode_conditioning, model_output
+from workers.brushes.schedule import BrushSchedule, brush_schedule
+
 StepCallback = Callable[[int, int, Any], None]
-"""on_step(step, total, latents) after every UNet call."""
+"""on_step(step, total, latents) after every denoiser call."""
 
 
 @dataclass
@@ -21,52 +35,39 @@ class Trajectory:
     """Everything an edit needs from the base run; tensors are kept on the CPU in float32."""
 
     latents: Any
-    """(N+1, C, h, w): ``latents[k]`` is the latent before DDIM step k; ``latents[N]`` is z_0."""
+    """(N+1, C, h, w): ``latents[k]`` is the latent before step k; ``latents[N]`` is z_0."""
     timesteps: Any
-    """(N,) int64, descending: the timestep each step k denoises at."""
+    """(N,) descending: the timestep each step k denoises at (int64 for DDIM, float32 for flow)."""
     prompt_embeds: Any
     """(2, L, D) [negative, positive] with classifier-free guidance, (1, L, D) without."""
     guidance: float
+    pooled_embeds: Any = None
+    """(2, P) or (1, P): the pooled text embedding SDXL, SD3 and Flux also condition on; None for SD."""
 
     @property
     def steps(self) -> int:
         return int(self.timesteps.shape[0])
 
-
-def brush_scheduler(pipe, steps: int):
-    """A private DDIM scheduler (eta 0, deterministic) so the shared pipeline's own stays untouched."""
-    from diffusers import DDIMScheduler
-
-    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(steps)
-    return scheduler
+    @property
+    def conditioning(self) -> Conditioning:
+        return Conditioning(self.prompt_embeds, self.pooled_embeds)
 
 
-def encode_prompt(pipe, prompt: str, negative_prompt: str, guidance: float):
-    """(2, L, D) [negative, positive] when guidance > 1, else (1, L, D), float32 on the CPU."""
-    import torch
-
-    with torch.no_grad():
-        positive, negative = pipe.encode_prompt(prompt, pipe.device, 1, guidance > 1, negative_prompt or None)
-    embeds = torch.cat([negative, positive]) if guidance > 1 else positive
-    return embeds.float().cpu()
+def brush_scheduler(pipe, steps: int, latent_size: tuple[int, int] | None = None) -> BrushSchedule:
+    """The session's private schedule (the shared pipeline's own scheduler stays untouched)."""
+    return brush_schedule(pipe, steps, latent_size)
 
 
-def denoise_step(pipe, scheduler, latents, timestep, prompt_embeds, guidance: float):
-    """One DDIM step with classifier-free guidance: exactly one UNet call (the batch holds both halves)."""
-    import torch
+def encode_prompt(pipe, prompt: str, negative_prompt: str, guidance: float) -> Conditioning:
+    """[negative, positive] embeddings when the family guides with a CFG batch, else positive only."""
+    return encode_conditioning(pipe, prompt, negative_prompt, guidance)
 
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    z = latents.to(device, dtype)
-    embeds = prompt_embeds.to(device, dtype)
-    model_input = torch.cat([z] * embeds.shape[0])
-    with torch.no_grad():
-        eps = pipe.unet(model_input, timestep.to(device), encoder_hidden_states=embeds).sample.float().cpu()
-    if embeds.shape[0] == 2:
-        uncond, cond = eps.chunk(2)
-        eps = uncond + guidance * (cond - uncond)
-    # The DDIM update itself runs in float32 on the CPU: cached latents stay exact across devices.
-    return scheduler.step(eps, int(timestep), latents.float().cpu(), eta=0.0).prev_sample
+
+def denoise_step(pipe, schedule: BrushSchedule, latents, k: int, conditioning: Conditioning, guidance: float):
+    """Step k of the schedule: exactly one denoiser call (a CFG batch holds both halves)."""
+    output = model_output(pipe, latents, schedule.timesteps[k], conditioning, guidance)
+    # The update itself runs in float32 on the CPU: cached latents stay exact across devices.
+    return schedule.step(k, output, latents.float().cpu())
 
 
 def generate(
@@ -80,26 +81,28 @@ def generate(
     seed: int,
     on_step: StepCallback | None = None,
 ) -> Trajectory:
-    """Text-to-image with DDIM, recording every intermediate latent."""
+    """Text-to-image with the family's deterministic sampler, recording every intermediate latent."""
     import torch
 
-    scheduler = brush_scheduler(pipe, steps)
-    embeds = encode_prompt(pipe, prompt, negative_prompt, guidance)
-    channels, factor = pipe.unet.config.in_channels, pipe.vae_scale_factor
+    factor = pipe.vae_scale_factor
+    latent_size = (height // factor, width // factor)
+    schedule = brush_scheduler(pipe, steps, latent_size)
+    conditioning = encode_prompt(pipe, prompt, negative_prompt, guidance)
     generator = torch.Generator("cpu").manual_seed(seed)
-    z = torch.randn((1, channels, height // factor, width // factor), generator=generator)
-    z = z * scheduler.init_noise_sigma
+    z = torch.randn((1, pipe.vae.config.latent_channels, *latent_size), generator=generator)
+    z = z * schedule.init_noise_sigma
     latents = [z]
-    for k, t in enumerate(scheduler.timesteps):
-        z = denoise_step(pipe, scheduler, z, t, embeds, guidance)
+    for k in range(steps):
+        z = denoise_step(pipe, schedule, z, k, conditioning, guidance)
         latents.append(z)
         if on_step:
             on_step(k + 1, steps, z)
     return Trajectory(
         latents=torch.cat(latents),
-        timesteps=scheduler.timesteps.clone(),
-        prompt_embeds=embeds,
+        timesteps=schedule.timesteps.clone(),
+        prompt_embeds=conditioning.embeds,
         guidance=guidance,
+        pooled_embeds=conditioning.pooled,
     )
 
 
@@ -112,43 +115,36 @@ def invert(
     guidance: float,
     on_step: StepCallback | None = None,
 ) -> Trajectory:
-    """DDIM inversion of a photo: z_0 = E(photo), then z_k from z_{k+1} with the UNet's noise estimate.
+    """Inversion of a photo: z_0 = E(photo), then z_k from z_{k+1} with the model's estimate at t_k.
 
-    The inversion itself runs without guidance (the usual choice: guided inversion drifts); edits
-    later use ``guidance`` for the layers' prompts.
+    DDIM inversion for the UNet families, the flow ODE run backwards for SD3/Flux (see the module
+    docstring). The inversion itself runs without guidance (the usual choice: guided inversion
+    drifts); edits later use ``guidance`` for the layers' prompts.
     """
     import torch
 
-    scheduler = brush_scheduler(pipe, steps)
-    conditional = encode_prompt(pipe, prompt, negative_prompt, guidance=1.0)
     z = encode_image(pipe, image)
+    schedule = brush_scheduler(pipe, steps, tuple(z.shape[-2:]))
+    conditional = encode_prompt(pipe, prompt, negative_prompt, guidance=1.0)
     latents = [z]
-    alphas = scheduler.alphas_cumprod
-    timesteps = scheduler.timesteps
     for i, k in enumerate(range(steps - 1, -1, -1)):
-        alpha_now = alphas[timesteps[k + 1]] if k + 1 < steps else scheduler.final_alpha_cumprod
-        alpha_next = alphas[timesteps[k]]
-        eps = _noise_estimate(pipe, z, timesteps[k], conditional)
-        x0 = (z - (1 - alpha_now).sqrt() * eps) / alpha_now.sqrt()
-        z = alpha_next.sqrt() * x0 + (1 - alpha_next).sqrt() * eps
+        output = model_output(pipe, z, schedule.timesteps[k], conditional, 1.0)
+        z = schedule.step_back(k, output, z)
         latents.append(z)
         if on_step:
             on_step(i + 1, steps, z)
-    embeds = encode_prompt(pipe, prompt, negative_prompt, guidance)
+    conditioning = encode_prompt(pipe, prompt, negative_prompt, guidance)
     return Trajectory(
-        latents=torch.cat(latents[::-1]), timesteps=timesteps.clone(), prompt_embeds=embeds, guidance=guidance
+        latents=torch.cat(latents[::-1]),
+        timesteps=schedule.timesteps.clone(),
+        prompt_embeds=conditioning.embeds,
+        guidance=guidance,
+        pooled_embeds=conditioning.pooled,
     )
 
 
-def _noise_estimate(pipe, latents, timestep, embeds):
-    import torch
-
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    with torch.no_grad():
-        eps = pipe.unet(
-            latents.to(device, dtype), timestep.to(device), encoder_hidden_states=embeds.to(device, dtype)
-        )
-    return eps.sample.float().cpu()
+def _vae_shift(pipe) -> float:
+    return float(getattr(pipe.vae.config, "shift_factor", None) or 0.0)
 
 
 def encode_image(pipe, image):
@@ -157,10 +153,12 @@ def encode_image(pipe, image):
     import torch
 
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
-    pixels = pixels.permute(2, 0, 1)[None].to(pipe.vae.device, pipe.vae.dtype)  # (1, 3, H, W)
+    vae = _decoding_vae(pipe)
+    pixels = pixels.permute(2, 0, 1)[None].to(vae.device, vae.dtype)  # (1, 3, H, W)
     with torch.no_grad():
-        posterior = pipe.vae.encode(pixels).latent_dist
-    return (posterior.mean * pipe.vae.config.scaling_factor).float().cpu()
+        posterior = vae.encode(pixels).latent_dist
+    # SD3 and Flux VAEs centre their latents: z = (mean - shift) * scale, as their pipelines do.
+    return ((posterior.mean.float() - _vae_shift(pipe)) * vae.config.scaling_factor).cpu()
 
 
 def decode(pipe, latents):
@@ -168,8 +166,19 @@ def decode(pipe, latents):
     import torch
     from PIL import Image
 
-    z = latents.to(pipe.vae.device, pipe.vae.dtype) / pipe.vae.config.scaling_factor
+    vae = _decoding_vae(pipe)
+    z = latents.float() / vae.config.scaling_factor + _vae_shift(pipe)
     with torch.no_grad():
-        pixels = pipe.vae.decode(z).sample  # (1, 3, H, W) in [-1, 1]
+        pixels = vae.decode(z.to(vae.device, vae.dtype)).sample  # (1, 3, H, W) in [-1, 1]
     pixels = ((pixels[0].float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
+
+
+def _decoding_vae(pipe):
+    """SDXL's own VAE overflows in fp16 (``force_upcast``): it decodes in fp32, as its pipeline does."""
+    import torch
+
+    vae = pipe.vae
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        vae.to(torch.float32)
+    return vae
