@@ -284,9 +284,9 @@ def fill_hub_cache(cache: Path, scratch: Path) -> None:
 EXPECTED = {
     # location (relative to the home folder, or an Ollama name): (kind, family, runs)
     "ComfyUI/models/checkpoints/v1-5-pruned-emaonly.safetensors": ("image", "SD1.5", True),
-    "ComfyUI/models/checkpoints/sd_xl_base_1.0.safetensors": ("image", "SDXL", False),
-    "ComfyUI/models/checkpoints/sd3.5_medium.safetensors": ("image", "SD3.5", False),
-    "ComfyUI/models/diffusion_models/flux1-dev.safetensors": ("image", "Flux", False),
+    "ComfyUI/models/checkpoints/sd_xl_base_1.0.safetensors": ("image", "SDXL", True),
+    "ComfyUI/models/checkpoints/sd3.5_medium.safetensors": ("image", "SD3.5", True),
+    "ComfyUI/models/diffusion_models/flux1-dev.safetensors": ("image", "Flux", True),
     "ComfyUI/models/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors": ("video", "Wan 2.1", False),
     "ComfyUI/models/diffusion_models/ltx-video-2b-v0.9.safetensors": ("video", "LTX-Video", False),
     "ComfyUI/models/loras/detail_xl.safetensors": ("lora", "SDXL", False),

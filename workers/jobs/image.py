@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+from models.image_families import SD15_RGB
 from workers.context import JobContext, MemoryTier
 from workers.outputs import output_path
 from workers.protocol import ImageRequest
 
-# SD 1.x latent -> RGB, a linear fit used by several SD front ends for free step previews.
-LATENT_RGB_FACTORS = (
-    (0.298, 0.207, 0.208),
-    (0.187, 0.286, 0.173),
-    (-0.158, 0.189, 0.264),
-    (-0.184, -0.271, -0.473),
-)
-ACTIVATION_BYTES_PER_PIXEL = 4 * 1024  # rough SD-UNet activation cost per output pixel at fp16
+LATENT_RGB_FACTORS = SD15_RGB
+"""SD 1.x latent -> RGB (the video worker's AnimateDiff previews use it too); every image
+family's own fit is in ``models.image_families``."""
 
 
 def warm_up() -> None:
@@ -59,47 +55,44 @@ def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
             width, height = min(width, native_tile(pipe)), min(height, native_tile(pipe))
         sized = replace(request, width=width, height=height)
     ctx.lease_memory(f"sd:{request.model}", _tiers(pipe, sized, device), on_release=lambda: pipe.to("cpu"))
-    generate_images(ctx, pipe, request, path, init, preview=latent_preview)
+    generate_images(ctx, pipe, request, path, init, preview=previewer(pipe, request.width, request.height))
 
 
 def _load(model: str):
     from models.image import load_image_pipeline
+    from workers.devices import compute_device
 
-    return load_image_pipeline(model)
+    return load_image_pipeline(model, device=compute_device())
 
 
 def _tiers(pipe, request: ImageRequest, device: str) -> list[MemoryTier]:
-    weights = sum(
-        p.numel() * p.element_size()
-        for m in pipe.components.values()
-        if hasattr(m, "parameters")
-        for p in m.parameters()
-    )
-    activations = request.width * request.height * ACTIVATION_BYTES_PER_PIXEL
-    unet = sum(p.numel() * p.element_size() for p in pipe.unet.parameters())
-    return [
-        MemoryTier(
-            name="resident", bytes=weights + activations, est_step_s=0.05, apply=lambda: pipe.to(device)
-        ),
-        MemoryTier(
-            name="offloaded", bytes=unet + activations, est_step_s=0.2, apply=lambda: _offload(pipe, device)
-        ),
-    ]
+    """Resident, VAE-tiled, model CPU offload, group offload (``workers/image_tiers.py``)."""
+    from workers.image_tiers import image_tiers
+
+    return image_tiers(pipe, request.width, request.height, device)
 
 
-def _offload(pipe, device: str) -> None:
-    """Only the UNet stays on the device; text encoder and VAE move in when used."""
-    if device == "cpu":
-        return
-    pipe.enable_model_cpu_offload(device=device)
+def previewer(pipe, width: int, height: int):
+    """``latent_preview`` for this pipeline's family and image size (the step callback passes latents only)."""
+    from models.image import image_family
+
+    family = image_family(pipe)
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    return lambda latents: latent_preview(latents, family, width, height, factor)
 
 
-def latent_preview(latents):
-    """A cheap RGB preview of SD latents (no VAE decode), as a PIL image."""
-    import torch
+def latent_preview(latents, family=None, width: int = 0, height: int = 0, vae_scale_factor: int = 8):
+    """A cheap RGB preview of a step's latents (no VAE decode), as a PIL image at about the image's size.
+
+    ``family`` (``models.image_families``) picks the latent -> RGB fit, SD 1.x's when not given;
+    Flux's packed latents are unpacked with the image's ``width`` and ``height``."""
     from PIL import Image
 
-    factors = torch.tensor(LATENT_RGB_FACTORS, dtype=latents.dtype, device=latents.device)
-    rgb = torch.einsum("chw,cr->hwr", latents[0].float(), factors.float())
-    rgb = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
-    return Image.fromarray(rgb).resize((rgb.shape[1] * 8, rgb.shape[0] * 8), Image.NEAREST)
+    from models.image_families import SD15
+    from workers.latent_preview import latent_rgb, pipeline_latents
+
+    family = family or SD15
+    latents = pipeline_latents(latents, family, height, width, vae_scale_factor)
+    rgb = latent_rgb(latents, family).numpy()
+    scale = vae_scale_factor
+    return Image.fromarray(rgb).resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.NEAREST)
