@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QIcon, QKeySequence, QPixmap, QShortcut
@@ -330,8 +331,13 @@ class ImageTab(QWidget):
     def _init_image_changed(self, text: str) -> None:
         """With an init image the output takes its size; strength only means something then."""
         img2img = bool(text.strip())
-        for box in (self.width_box, self.height_box):
+        for box, name in ((self.width_box, "width"), (self.height_box, "height")):
             box.setEnabled(not img2img)
+            box.setToolTip(
+                "The init image sets the size (rounded down to a multiple of 8)"
+                if img2img
+                else tooltip(params(ImageRequest)[name])
+            )
         self.strength.setEnabled(img2img)
         self.init_clear.setEnabled(img2img)
 
@@ -375,10 +381,11 @@ class ImageTab(QWidget):
                 upscale=UPSCALE_FACTOR,
                 strength=UPSCALE_STRENGTH,
                 batch_count=1,
-            )
+            ),
+            f"Queued: upscaling {Path(source).name} {UPSCALE_FACTOR}×…",
         )
 
-    def _submit(self, make_request) -> None:
+    def _submit(self, make_request, queued: str = "Queued: waiting for the image worker…") -> None:
         try:
             request = make_request()
             job_id = self.bridge.submit(request)
@@ -393,7 +400,7 @@ class ImageTab(QWidget):
         self._clear_error()
         self.progress.setRange(0, request.steps)
         self.progress.setValue(0)
-        self.status.setText("Queued: waiting for the image worker…")
+        self.status.setText(queued)
         self._set_running(True)
 
     @Slot()

@@ -145,6 +145,7 @@ def test_a_batch_shows_every_image_and_upscale_sends_the_one_shown(qtbot, tab, b
         UPSCALE_STRENGTH,
     )
     assert (request.batch_count, request.prompt, request.seed) == (1, "a boat", 11)
+    assert tab.status.text() == f"Queued: upscaling b1.png {UPSCALE_FACTOR}×…"
     assert not tab.upscale_button.isEnabled() and tab.thumbnails.isHidden()
     assert tab.batch_count.value() == 3 and tab.init_image.text() == ""  # the form is left as it was
 
