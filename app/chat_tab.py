@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat_state import ChatState
-from app.form_binding import add_generate_shortcut, spin_for
+from app.form_binding import add_generate_shortcut, compact_picker, spin_for
 from models.catalog import HOW_TO_ADD_MODELS
 from models.chat_memory import QUANT_TITLES, QUANTS
 from workers.conversations import ConversationStore
@@ -98,7 +98,9 @@ class ChatTab(QWidget):
         panel = QWidget(self)
         layout = QVBoxLayout(panel)
         self.view = QTextBrowser(panel, openExternalLinks=True)
-        self.metrics_label = QLabel(panel)
+        # On its own wrapped line: the speed line arrives with the answer's end, and beside the
+        # buttons its width widened the window past the screen (1440 -> 1684 px) at that moment.
+        self.metrics_label = QLabel(panel, wordWrap=True)
         self.status_label = QLabel(panel, wordWrap=True)
         self.input = ChatInput(panel, placeholderText="Message (Enter to send, Shift+Enter for a new line)")
         self.input.setFixedHeight(90)
@@ -107,10 +109,11 @@ class ChatTab(QWidget):
         self.stop_button = QPushButton("Stop", panel, enabled=False)
         self.regenerate_button = QPushButton("Regenerate", panel)
         self.edit_button = QPushButton("Edit last", panel, toolTip="Take your last message back to edit it")
-        buttons.addWidget(self.metrics_label, 1)
+        buttons.addStretch(1)
         for button in (self.edit_button, self.regenerate_button, self.stop_button, self.send_button):
             buttons.addWidget(button)
         layout.addWidget(self.view, 1)
+        layout.addWidget(self.metrics_label)
         layout.addWidget(self.status_label)
         layout.addWidget(self.input)
         layout.addLayout(buttons)
@@ -123,8 +126,8 @@ class ChatTab(QWidget):
         outer.addLayout(form)
         outer.addStretch(1)
         s = self.state.settings
-        self.model_picker = QComboBox(panel, toolTip=HOW_TO_ADD_MODELS)
-        self.quant_picker = QComboBox(panel)
+        self.model_picker = compact_picker(QComboBox(panel, toolTip=HOW_TO_ADD_MODELS))
+        self.quant_picker = compact_picker(QComboBox(panel))
         for quant in QUANTS:
             self.quant_picker.addItem(QUANT_TITLES[quant], quant)
         self.memory_label = QLabel(panel, wordWrap=True)

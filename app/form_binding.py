@@ -67,6 +67,17 @@ def _decimals(step: float | None) -> int:
     return max(1, len(f"{step:g}".split(".")[1]))
 
 
+PICKER_MIN_CHARACTERS = 14
+
+
+def compact_picker(combo: QComboBox) -> QComboBox:
+    """A picker whose minimum width does not follow its longest item: a model's title or a typed
+    hub id would otherwise widen the tab, and with it the window, past a laptop's screen."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(PICKER_MIN_CHARACTERS)
+    return combo
+
+
 GENERATE_KEYS = ("Ctrl+Return", "Ctrl+Enter")
 """Ctrl with the main Enter key and with the keypad's (Qt names that one Enter)."""
 

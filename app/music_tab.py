@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import add_generate_shortcut, spin_for
+from app.form_binding import add_generate_shortcut, compact_picker, spin_for
 from app.media_player import PlayerBar
 from app.music_state import MusicState, music_models
 from app.waveform import GenerationWindow, column_peaks
@@ -177,7 +177,7 @@ class MusicTab(QWidget):
         self.temperature = spin_for(MusicRequest, "temperature", panel)
         self.seed = spin_for(MusicRequest, "seed", panel)
         self.window_seconds = spin_for(MusicRequest, "window_seconds", panel, suffix=" s")
-        self.model_picker = QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS)
+        self.model_picker = compact_picker(QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS))
         for model_id, title in music_models():
             self.model_picker.addItem(title, model_id)
         self.chord_note = QLabel(

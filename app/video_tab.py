@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import add_generate_shortcut, spin_for, tooltip
+from app.form_binding import add_generate_shortcut, compact_picker, spin_for, tooltip
 from app.media_player import PlayerBar, multimedia_available
 from app.video_state import VideoState
 from models.catalog import HOW_TO_ADD_MODELS
@@ -80,10 +80,10 @@ class VideoTab(QWidget):
         self.steps_box = spin_for(VideoRequest, "steps", panel, value=s.steps)
         self.guidance_box = spin_for(VideoRequest, "guidance", panel, value=s.guidance)
         self.seed_box = spin_for(VideoRequest, "seed", panel, value=s.seed)
-        self.model_picker = QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS)
+        self.model_picker = compact_picker(QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS))
         for model_id, title in self.state.models():
             self.model_picker.addItem(title, model_id)
-        self.memory_mode = QComboBox(panel)
+        self.memory_mode = compact_picker(QComboBox(panel))
         self.memory_mode.addItem("Auto (fit the memory available)", "auto")
         self.memory_mode.addItem("Manual slices", "manual")
         self.slices_box = QSpinBox(panel, minimum=1, maximum=MAX_SLICES, value=4)
