@@ -20,6 +20,7 @@ Two samplers, by family (``models.image_families``; the per-family network calls
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,12 +154,12 @@ def encode_image(pipe, image):
     import torch
 
     pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
-    vae = _decoding_vae(pipe)
-    pixels = pixels.permute(2, 0, 1)[None].to(vae.device, vae.dtype)  # (1, 3, H, W)
-    with torch.no_grad():
-        posterior = vae.encode(pixels).latent_dist
-    # SD3 and Flux VAEs centre their latents: z = (mean - shift) * scale, as their pipelines do.
-    return ((posterior.mean.float() - _vae_shift(pipe)) * vae.config.scaling_factor).cpu()
+    with _vae_for_pixels(pipe) as vae:
+        pixels = pixels.permute(2, 0, 1)[None].to(vae.device, vae.dtype)  # (1, 3, H, W)
+        with torch.no_grad():
+            posterior = vae.encode(pixels).latent_dist
+        # SD3 and Flux VAEs centre their latents: z = (mean - shift) * scale, as their pipelines do.
+        return ((posterior.mean.float() - _vae_shift(pipe)) * vae.config.scaling_factor).cpu()
 
 
 def decode(pipe, latents):
@@ -166,19 +167,26 @@ def decode(pipe, latents):
     import torch
     from PIL import Image
 
-    vae = _decoding_vae(pipe)
-    z = latents.float() / vae.config.scaling_factor + _vae_shift(pipe)
-    with torch.no_grad():
-        pixels = vae.decode(z.to(vae.device, vae.dtype)).sample  # (1, 3, H, W) in [-1, 1]
+    with _vae_for_pixels(pipe) as vae:
+        z = latents.float() / vae.config.scaling_factor + _vae_shift(pipe)
+        with torch.no_grad():
+            pixels = vae.decode(z.to(vae.device, vae.dtype)).sample  # (1, 3, H, W) in [-1, 1]
     pixels = ((pixels[0].float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
 
 
-def _decoding_vae(pipe):
-    """SDXL's own VAE overflows in fp16 (``force_upcast``): it decodes in fp32, as its pipeline does."""
+@contextmanager
+def _vae_for_pixels(pipe):
+    """The VAE, in fp32 for the call when it overflows in fp16 (``force_upcast``: SDXL's own), as
+    its pipeline does; put back afterwards, since text-to-image shares the pipeline."""
     import torch
 
     vae = pipe.vae
-    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
         vae.to(torch.float32)
-    return vae
+    try:
+        yield vae
+    finally:
+        if upcast:
+            vae.to(torch.float16)
