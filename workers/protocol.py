@@ -394,6 +394,13 @@ class MusicRequest:
         zero_means="the model's own (30 s for MusicGen)",
         help="longest stretch one generation window makes",
     )
+    steps: int = param(
+        0,
+        low=1,
+        high=MAX_STEPS,
+        zero_means="the engine's own (100 for Stable Audio Open)",
+        help="denoising steps of a diffusion engine (Stable Audio Open); MusicGen makes tokens, not steps",
+    )
 
     kind = WorkerKind.music
     LONG_SECONDS = 30.0
