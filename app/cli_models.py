@@ -2,7 +2,9 @@
 
 ``scan`` finds the models already on this machine (the Hugging Face cache, ComfyUI, A1111/Forge,
 InvokeAI, LM Studio, Ollama, or the folders named), identifies each from its headers and links
-it in place; ``add`` links one file or folder; ``remove`` unlinks (the files stay); ``list`` and
+it in place; ``add`` links one file or folder; ``download`` fetches one from the Hugging Face hub
+(resumable, verified) and links it; ``remove`` unlinks a linked model (the files stay) and
+deletes one Hearth downloaded, after a confirmation naming the space freed; ``list`` and
 ``info`` show each model's kind, family, size and whether it fits this machine, per tier.
 Reading the command line imports nothing heavy; the registry is opened only to run a command.
 """
@@ -33,11 +35,27 @@ def add_models(p: argparse.ArgumentParser) -> None:
     scan.add_argument("--dry-run", action="store_true", help="list what is found without linking it")
     add = actions.add_parser("add", help="link one model file or folder in place (nothing is copied)")
     add.add_argument("path", metavar="PATH")
-    remove = actions.add_parser("remove", help="unlink a model (its files are left where they are)")
+    download = actions.add_parser(
+        "download",
+        help="download a model from the Hugging Face hub and link it (resumes where it stopped)",
+        description="Into the Hugging Face cache, safetensors rather than pickle files, each file checked "
+        "against the hub's sha256. Ctrl-C stops it; running it again resumes where it stopped.",
+    )
+    download.add_argument("hub_id", metavar="HUB_ID", help="a hub repo id, like org/name")
+    download.add_argument(
+        "--include", default="", metavar="PATTERN", help="only weights matching this glob (one GGUF of many)"
+    )
+    download.add_argument("--revision", default="main", help="a branch, tag or commit (default main)")
+    remove = actions.add_parser(
+        "remove",
+        help="unlink a model (its files stay); a model Hearth downloaded is deleted, freeing its disk",
+    )
     remove.add_argument("id", metavar="ID")
+    remove.add_argument("--yes", action="store_true", help="delete a downloaded model without asking")
+    remove.add_argument("--keep-files", action="store_true", help="only unlink a downloaded model")
     info = actions.add_parser("info", help="one model: what it is, and each tier's memory and fit")
     info.add_argument("id", metavar="ID")
-    for sub in (listing, scan, add, remove, info):
+    for sub in (listing, scan, add, download, remove, info):
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         sub.add_argument("--budget", metavar="SIZE", help="device memory to judge fit against (e.g. 8GiB)")
         sub.add_argument("--ram", metavar="SIZE", help="system memory to judge CPU fit against (e.g. 32GiB)")
@@ -45,21 +63,22 @@ def add_models(p: argparse.ArgumentParser) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     """Run one ``hearth models`` action; bad input is a message on stderr and exit code 2."""
-    from app.cli import EXIT_BAD_INPUT, EXIT_OK
+    from app.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
     from models.registry import ModelRegistry
-    from workers.errors import BadInput, MissingModel
+    from workers.errors import BadInput, HearthError, MissingModel
 
     try:
         budget = _budget(args)
         with ModelRegistry() as registry:
-            action = {"list": _list, "scan": _scan, "add": _add, "remove": _remove, "info": _info}[
-                args.action
-            ]
-            action(registry, args, budget)
+            actions = {"list": _list, "scan": _scan, "add": _add, "remove": _remove, "info": _info}
+            actions["download"] = _download
+            return actions[args.action](registry, args, budget) or EXIT_OK
     except (BadInput, MissingModel) as exc:
         print(f"hearth: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return EXIT_OK
+    except HearthError as exc:  # a corrupt download
+        print(f"hearth: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _budget(args: argparse.Namespace):
@@ -162,12 +181,125 @@ def _add(registry, args, budget) -> None:
     _details(model, budget)
 
 
-def _remove(registry, args, budget) -> None:
-    model = registry.remove(args.id)
+def _remove(registry, args, budget) -> int | None:
+    from app.cli import EXIT_INTERRUPTED
+    from workers.arbiter.units import format_bytes
+
+    model = registry.get(args.id)
+    if model is None or not model.downloaded or args.keep_files:
+        model = registry.remove(args.id)
+        if args.json:
+            print(json.dumps({"removed": model.id, "location": model.location, "freed_bytes": 0}))
+        else:
+            print(f"unlinked {model.id}; its files are left where they are: {model.location}")
+        return None
+    size = format_bytes(registry.freed_by_delete(model))
+    if not args.yes and not _confirm(f"Delete {model.name} ({model.id}) from disk, freeing {size}? [y/N] "):
+        print("hearth: not deleted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    gone, freed = registry.delete_files(model.id)
     if args.json:
-        print(json.dumps({"removed": model.id, "location": model.location}))
-        return
-    print(f"unlinked {model.id}; its files are left where they are: {model.location}")
+        print(json.dumps({"removed": model.id, "location": model.location, "freed_bytes": freed}))
+    else:
+        print(f"deleted {', '.join(m.id for m in gone)}: freed {format_bytes(freed)}")
+    return None
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; without one (a script) the answer is no: ``--yes`` says it."""
+    from workers.errors import BadInput
+
+    if not sys.stdin.isatty():
+        raise BadInput(
+            "deleting a downloaded model needs a yes: add --yes (or --keep-files to unlink)", field="yes"
+        )
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _download(registry, args, budget) -> int | None:
+    from app.cli import EXIT_INTERRUPTED
+    from models.download import (
+        DownloadCancelled,
+        check_disk,
+        download,
+        hub_session,
+        plan_download,
+        register_download,
+    )
+
+    with hub_session():
+        plan = plan_download(args.hub_id, revision=args.revision, include=args.include)
+        check_disk(plan)
+    bar = _ByteBar(plan)
+    try:
+        with hub_session():
+            download(plan, progress=bar.show)
+    except (KeyboardInterrupt, DownloadCancelled):
+        bar.close()
+        print(
+            f"hearth: cancelled; {bar.done_text()} kept: `hearth models download {plan.repo_id}` resumes",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        bar.close()
+    models = register_download(registry, plan)
+    for name, why in plan.skipped:
+        print(f"hearth: left out {name}: {why}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"models": [_model_json(m, budget) for m in models]}, indent=2))
+    else:
+        for model in models:
+            print(
+                f"downloaded {model.id}: {model.identity.kind.value} {model.identity.family} at {model.path}"
+            )
+            _details(model, budget)
+    return None
+
+
+class _ByteBar:
+    """A tqdm bar in bytes on stderr; a resumed download starts where it stopped."""
+
+    def __init__(self, plan) -> None:
+        self.total = plan.total_bytes
+        self.done = 0
+        self.bar = None
+        self.stage = ""
+
+    def show(self, state) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(
+                total=state.total,
+                initial=state.done,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                desc="download",
+            )
+        self.bar.update(state.done - self.bar.n)
+        self.done = state.done
+        if state.stage != self.stage or state.file:
+            self.stage = state.stage
+            self.bar.set_description(
+                state.stage if state.stage != "downloading" else "download", refresh=False
+            )
+
+    def done_text(self) -> str:
+        from workers.arbiter.units import format_bytes
+
+        return f"{format_bytes(self.done)} of {format_bytes(self.total)}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _info(registry, args, budget) -> None:

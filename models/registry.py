@@ -31,6 +31,8 @@ from workers.paths import data_dir
 
 MISSING = "missing"
 BUILTIN = "built-in"
+DOWNLOADED = "downloaded"
+"""The source of a model Hearth downloaded into the hub cache: deleting it frees its disk."""
 
 
 def _create_models(db: sqlite3.Connection) -> None:
@@ -67,6 +69,10 @@ class RegisteredModel:
     @property
     def missing(self) -> bool:
         return self.problem == MISSING
+
+    @property
+    def downloaded(self) -> bool:
+        return self.source == DOWNLOADED
 
     @property
     def spec(self) -> str:
@@ -138,7 +144,8 @@ class ModelRegistry:
                 "INSERT INTO models(id, location, path, name, source, hub_id, kind, family, identity, size,"
                 " mtime_ns, problem, added, checked) VALUES (?,?,?,?,?,?,?,?,?,?,?,'',?,?)"
                 " ON CONFLICT(location) DO UPDATE SET path=excluded.path, name=excluded.name,"
-                " source=excluded.source, hub_id=excluded.hub_id, kind=excluded.kind,"
+                " source=CASE models.source WHEN 'downloaded' THEN models.source ELSE excluded.source END,"
+                " hub_id=excluded.hub_id, kind=excluded.kind,"
                 " family=excluded.family, identity=excluded.identity, size=excluded.size,"
                 " mtime_ns=excluded.mtime_ns, problem='', checked=excluded.checked",
                 (
@@ -169,6 +176,37 @@ class ModelRegistry:
         with self._lock:
             self._db.execute("DELETE FROM models WHERE id = ?", (model.id,))
         return model
+
+    def delete_files(self, key: str) -> tuple[list[RegisteredModel], int]:
+        """Delete a model Hearth downloaded: its snapshot and the blobs nothing else in the hub
+        cache uses go, and so does every row pointing into that snapshot; returns those rows and
+        the bytes freed. A model Hearth only linked is refused: its files are the user's."""
+        from models.download import cached_revision, delete_revision
+
+        model = self.get(key)
+        if model is None:
+            self.remove(key)  # the same errors as unlinking an unknown id
+        if not model.downloaded:
+            raise BadInput(
+                f"{model.id} was linked, not downloaded by Hearth: its files are yours, so it is only unlinked",
+                field="id",
+            )
+        revision = cached_revision(Path(model.path))
+        gone = [m for m in self.models(check=False) if revision and _inside(m.path, revision.snapshot)]
+        freed = delete_revision(revision) if revision is not None else 0
+        for row in gone or [model]:
+            with self._lock:
+                self._db.execute("DELETE FROM models WHERE id = ?", (row.id,))
+        return gone or [model], freed
+
+    def freed_by_delete(self, model: RegisteredModel) -> int:
+        """What ``delete_files`` would free (the confirmation names it); 0 for a linked model."""
+        from models.download import cached_revision
+
+        if not model.downloaded:
+            return 0
+        revision = cached_revision(Path(model.path))
+        return revision.freed_bytes if revision is not None else 0
 
     def rescan(self) -> list[RegisteredModel]:
         """Check every registered model against its file: gone is marked missing, changed is
@@ -252,6 +290,10 @@ def _row(row: tuple) -> RegisteredModel:
         identity=ModelIdentity.from_json(json.loads(identity)),
         problem=problem,
     )
+
+
+def _inside(path: str, folder: Path) -> bool:
+    return os.path.abspath(path) == str(folder) or os.path.abspath(path).startswith(f"{folder}{os.sep}")
 
 
 def _fingerprint(path: Path) -> tuple[int, int]:

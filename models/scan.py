@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.identify import identify
@@ -27,10 +27,6 @@ MODEL_SUFFIXES = (".safetensors", ".sft", ".gguf", ".ckpt", ".pt", ".pth")
 """Files worth identifying in a model folder; pickle files are listed as such, never opened."""
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
-OLLAMA_REASON = (
-    "Ollama keeps its weights in blobs without a .gguf name, and Hearth's chat opens .gguf files; "
-    "not supported yet"
-)
 OLLAMA_LIBRARY = ("registry.ollama.ai", "library")
 MAX_MANIFEST_BYTES = 1_000_000
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -111,8 +107,6 @@ def identify_candidate(candidate: Candidate) -> Found | Unreadable:
     except Exception as exc:  # noqa: BLE001 - one file's surprise must not hide every other model
         log.exception("could not identify %s", candidate.path)
         return Unreadable(candidate.location, candidate.source, f"unreadable ({type(exc).__name__}: {exc})")
-    if candidate.source == "ollama" and identity.runnable:
-        identity = replace(identity, reason=OLLAMA_REASON)
     return Found(candidate, identity)
 
 
