@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import signal
 import sys
 
 from workers.protocol import WorkerKind
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SCREENSHOT_DELAY_MS = 2000
 
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.bridge import Bridge
     from app.main_window import MainWindow
+    from app.settings import load_settings
     from app.style import app_icon
     from workers.logs import setup_logging
     from workers.supervisor import Supervisor
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
     app.setApplicationName("Hearth")
     app.setWindowIcon(app_icon())
-    supervisor = Supervisor(kinds=worker_kinds(args.workers))  # cheap: no process starts here
+    transport = cluster_transport(load_settings().cluster_address)
+    supervisor = Supervisor(kinds=worker_kinds(args.workers), transport=transport)  # no process starts here
     bridge = Bridge(supervisor)
     window = MainWindow(bridge)
     _select_tab(window, args.tab)
@@ -81,6 +86,24 @@ def main(argv: list[str] | None = None) -> int:
         return app.exec()
     finally:
         supervisor.shutdown()  # on quit every worker ends: none is left holding VRAM
+
+
+def cluster_transport(address: str):
+    """Settings → Cluster…: the Ray transport to that cluster, or None (this machine's workers)
+    when none is set or it cannot be reached (said on stderr and in the log, never fatal)."""
+    if not address:
+        return None
+    try:
+        from workers.cluster.control import ClusterError, connect
+    except ImportError:
+        log.warning("the cluster extra is not installed (make setup-cluster): running on this machine")
+        return None
+    try:
+        return connect(address)
+    except ClusterError as exc:
+        print(f"hearth: {exc}; running on this machine", file=sys.stderr)
+        log.warning("%s; running on this machine", exc)
+        return None
 
 
 def _select_tab(window, name: str) -> None:

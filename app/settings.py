@@ -73,6 +73,11 @@ class Settings:
     api_yield_to_window: bool = _setting(
         False, "API jobs run in the background class, so the window's own work goes first."
     )
+    cluster_address: str = _setting(
+        "",
+        "Ray cluster (HOST:PORT) the window's workers run on from the next start; empty: this machine "
+        "only (Settings → Cluster…, needs the cluster extra).",
+    )
 
 
 def describe() -> dict[str, str]:
