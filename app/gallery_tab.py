@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QStackedWidget,
+    QStyledItemDelegate,
     QVBoxLayout,
     QWidget,
 )
@@ -81,9 +82,13 @@ class GalleryItems(QAbstractListModel):
         if pixmap is not None:
             self.pixmaps.move_to_end(entry.key)
             return pixmap
-        if entry.key not in self.problems:
-            self.worker.request_thumbnail(entry)
         return self.placeholders.get(entry.kind, self.placeholders["image"])
+
+    def ensure_thumbnail(self, entry: GalleryEntry) -> None:
+        """Asked by the delegate as it paints a row: only rows on screen get their thumbnail made
+        (the view also reads rows it merely measures, such as the first of each batch)."""
+        if entry.key not in self.pixmaps and entry.key not in self.problems:
+            self.worker.request_thumbnail(entry)
 
     def set_thumbnail(self, key: str, png: bytes, problem: str) -> None:
         pixmap = QPixmap()
@@ -130,6 +135,20 @@ class GalleryItems(QAbstractListModel):
             self.beginRemoveRows(QModelIndex(), row, row)
             del self.entries[row]
             self.endRemoveRows()
+
+
+class GalleryDelegate(QStyledItemDelegate):
+    """Draws rows as usual; a row drawn without its thumbnail asks for it."""
+
+    def __init__(self, items: GalleryItems, parent=None) -> None:
+        super().__init__(parent)
+        self.items = items
+
+    def paint(self, painter, option, index) -> None:
+        entry = index.data(EntryRole)
+        if entry is not None:
+            self.items.ensure_thumbnail(entry)
+        super().paint(painter, option, index)
 
 
 class GalleryFilter(QSortFilterProxyModel):
@@ -206,6 +225,7 @@ class GalleryTab(QWidget):
         self.view.setWordWrap(True)
         self.view.setSpacing(4)
         self.view.setModel(self.filter)
+        self.view.setItemDelegate(GalleryDelegate(self.items, self.view))
         self.empty = QLabel(EMPTY_TEXT, alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
         self.empty.setStyleSheet("color: #6b7280; font-size: 14px; padding: 40px;")
         self.stack = QStackedWidget()

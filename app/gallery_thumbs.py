@@ -67,6 +67,8 @@ def render(path: Path, kind: str) -> bytes:
     except (OSError, ValueError, RuntimeError, SyntaxError, EOFError, IndexError, MemoryError) as exc:
         raise BadInput(f"{path.name} cannot be shown ({exc})") from None
     image = _fit(image)
+    if kind == "video":
+        _play_badge(image)
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
@@ -84,6 +86,18 @@ def _fit(image):
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.NEAREST)
     return image
+
+
+def _play_badge(image) -> None:
+    """A play triangle in the corner: a clip's first frame is not taken for a still."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    left, bottom = 6, image.height - 6
+    draw.rounded_rectangle((left, bottom - 22, left + 26, bottom), radius=5, fill=(17, 24, 39))
+    draw.polygon(
+        [(left + 9, bottom - 17), (left + 9, bottom - 5), (left + 19, bottom - 11)], fill=(243, 244, 246)
+    )
 
 
 def _still(path: Path):

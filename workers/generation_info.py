@@ -547,7 +547,7 @@ def describe(info: GenerationInfo) -> list[tuple[str, str]]:
     if "width" in p and "height" in p:
         lines.append(("size", f"{p['width']}x{p['height']}"))
     shown = set(LABELS) | {"width", "height", "a1111"}
-    for key in sorted(k for k in p if k not in shown):
+    for key in sorted(k for k in p if k not in shown and p[k] not in ("", None, [], {})):
         value = p[key]
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         lines.append((key.replace("_", " "), text if len(text) <= 200 else text[:200] + "…"))
