@@ -118,11 +118,11 @@ class PlayerBar(QWidget):
             self.player.setPosition(round(seconds * 1000))
 
     def is_playing(self) -> bool:
+        if self.player is None:
+            return False
         from PySide6.QtMultimedia import QMediaPlayer
 
-        return (
-            self.player is not None and self.player.playbackState() == QMediaPlayer.PlaybackState.PlayingState
-        )
+        return self.player.playbackState() == QMediaPlayer.PlaybackState.PlayingState
 
     def set_video_output(self, widget) -> None:
         if self.player is not None:

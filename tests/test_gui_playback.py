@@ -234,3 +234,23 @@ def test_a_clip_that_cannot_be_read_says_so(video, qtbot, tmp_path):
     qtbot.waitUntil(
         lambda: tab.player.playbackState() == QMediaPlayer.PlaybackState.StoppedState, timeout=5000
     )
+
+
+def test_without_qtmultimedia_the_tabs_say_so_and_offer_the_system_player(qtbot, monkeypatch, tmp_path):
+    """libpulse missing on a Linux desktop: QtMultimedia cannot load, the rest of the tab works."""
+    monkeypatch.setattr("app.media_player.multimedia_available", lambda: False)
+    monkeypatch.setattr("app.video_tab.multimedia_available", lambda: False)
+    bridge = FakeBridge()
+    music, video = MusicTab(bridge), VideoTab(bridge)
+    for tab in (music, video):
+        qtbot.addWidget(tab)
+        assert tab.player is None and "system player" in tab.playback_note.text()
+    path, _ = noise_song(tmp_path / "song.wav")
+    finish_music_job(music, bridge, path)
+    assert music.system_player_button.isEnabled() and not music.player_bar.play_button.isEnabled()
+    music.play()  # nothing to play with: no error either
+    clip = export_video([np.zeros((16, 16, 3), np.uint8)] * 2, tmp_path / "clip.mp4", 8, {"prompt": "x"})
+    video.prompt.setPlainText("x")
+    video.generate()
+    bridge.emit_event(Output(job_id=video.state.job_id, path=str(clip), media_type="video/mp4"))
+    assert video.system_player_button.isEnabled() and video.export_buttons["gif"].isEnabled()
