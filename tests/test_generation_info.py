@@ -308,7 +308,9 @@ def test_request_fields_keep_what_fits_the_schema_and_name_the_rest():
 
 
 def test_request_fields_of_another_kind_take_only_its_fields():
-    restored = request_fields({"prompt": "piano", "seconds": 4, "bpm": 90, "steps": 20}, MusicRequest)
+    restored = request_fields(
+        {"prompt": "piano", "seconds": 4, "bpm": 90, "frames": 20, "width": 64}, MusicRequest
+    )
     assert restored.fields == {"seconds": 4.0, "bpm": 90.0}
 
 
