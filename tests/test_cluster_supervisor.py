@@ -34,7 +34,7 @@ from workers.arbiter.messages import LedgerSnapshot, Tier
 from workers.cluster.placement import free_for_new_work
 from workers.codec import decode, encode
 from workers.errors import ErrorKind
-from workers.protocol import Cancelled, Failed, Finished, ImageRequest, Output, Priority, Progress
+from workers.protocol import Cancelled, Failed, Finished, ImageRequest, JobStatus, Output, Priority, Progress
 
 NODE_LOST_WITHIN_S = 10.0
 """Ray's health checks as ``hearth cluster start`` sets them (0.5 s, 4 misses) notice a dead node
@@ -244,6 +244,29 @@ def test_cancel_of_a_remote_job_ends_cancelled_and_gives_its_memory_back(driver,
     )
     assert lease.bytes == budget
     lease.release()
+
+
+def test_the_remote_nodes_arbiter_revokes_its_lease_at_a_step_boundary_and_the_job_resumes(driver, holder_on):
+    holder_on("head").hold()
+    job = driver.submit(ImageRequest(prompt="patient", steps=LONG_STEPS))
+    driver.recorder.wait_for(lambda e: isinstance(e, Progress) and e.job_id == job, timeout=240)
+    assert driver.nodes["node1"]["node_id"][:8] in driver.node_of(job)
+
+    # Someone at node1 needs all of its memory now: node1's arbiter revokes the render's lease.
+    node1 = holder_on("node1")
+    budget = node1.client.status().budget
+    lease = node1.client.acquire(
+        "another program", Priority.interactive, [Tier(name="all", bytes=budget)], timeout=60
+    )
+    paused = driver.recorder.wait_for(lambda e: isinstance(e, JobStatus) and e.job_id == job, timeout=60)
+    assert paused.message.startswith("paused")
+    lease.release()
+    driver.recorder.wait_for(
+        lambda e: isinstance(e, JobStatus) and e.job_id == job and e.message.startswith("resumed"), timeout=60
+    )
+    driver.recorder.wait_for(lambda e: isinstance(e, Progress) and e.job_id == job, timeout=60)
+    driver.ask("cancel", job_id=job)
+    assert isinstance(driver.recorder.job_end(job, timeout=60), Cancelled)
 
 
 def test_killing_the_remote_node_mid_render_fails_the_job_node_lost_with_nothing_written(
