@@ -127,3 +127,20 @@ def test_a_machine_without_the_clusters_token_is_refused(head, tmp_path):
     assert run.returncode == 1
     assert "refused this machine's token" in run.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_nothing_but_a_cluster_command_loads_ray(isolated_hearth_env):
+    """With the extra installed: the CLI, the window's modules and the supervisor leave Ray alone."""
+    probe = (
+        "import sys, contextlib, io\n"
+        "import app.cli, app.main, app.main_window, workers.supervisor, workers.runtime\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    app.cli.main(['run', 'image', '--help'])\n"
+        "print('ray' in sys.modules, 'workers.cluster' in sys.modules)\n"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]

@@ -622,6 +622,7 @@ class ClusterSupervisor(Supervisor):
             if worker.current is None or worker.current.job_id != event.job_id:
                 return  # already ended here (its output could not be written, its node was lost)
             worker.current = None
+            self._destinations.pop(event.job_id, None)
             if worker.status is WorkerStatus.busy:
                 worker.status = WorkerStatus.ready
                 self._emit(
