@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -235,6 +236,7 @@ class MainWindow(QMainWindow):
         settings_menu = self.menuBar().addMenu("&Settings")
         self.local_api_action = QAction("Local API…", self, triggered=self.show_local_api)
         settings_menu.addAction(self.local_api_action)
+        settings_menu.addAction(QAction("Cluster…", self, triggered=self.ask_cluster_address))
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("Adding a real model…", self, triggered=self._how_to_add_models))
         help_menu.addAction(QAction("Welcome…", self, triggered=self.show_welcome))
@@ -284,6 +286,21 @@ class MainWindow(QMainWindow):
         self.api_dialog.show()
         self.api_dialog.raise_()
         return self.api_dialog
+
+    def ask_cluster_address(self) -> None:
+        """Settings → Cluster…: the Ray cluster the workers run on, from the next start (README)."""
+        address, ok = QInputDialog.getText(
+            self,
+            "Cluster",
+            "Run jobs on the Hearth cluster at HOST:PORT (empty: this machine only).\n"
+            "Applies at the next start; needs the cluster extra (make setup-cluster).",
+            text=self.settings.cluster_address,
+        )
+        if ok and address.strip() != self.settings.cluster_address:
+            self.settings.cluster_address = address.strip()
+            save_settings(self.settings)
+            where = self.settings.cluster_address or "this machine"
+            self.statusBar().showMessage(f"Jobs run on {where} from the next start")
 
     def _on_api_state(self) -> None:
         """A start that failed with nobody looking at the dialog (the window starting) is told here."""
