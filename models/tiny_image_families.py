@@ -50,7 +50,7 @@ def _clip(with_projection: bool, width: int = CLIP_WIDTH):
         hidden_size=width,
         intermediate_size=37,
         num_attention_heads=4,
-        num_hidden_layers=2,
+        num_hidden_layers=1 if width > 64 else 2,
         pad_token_id=1,
         vocab_size=1000,
         projection_dim=CLIP_WIDTH,
@@ -192,8 +192,50 @@ def build_tiny_sd15(seed: int = 0):
     return build_demo_sd(seed)
 
 
+def build_tiny_sd2(seed: int = 0):
+    """SD 2.x: the demo UNet on 1024-wide text states (OpenCLIP-H's width), v-prediction."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=1024,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        norm_num_groups=32,
+    )
+    text_encoder = _clip(False, 1024)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+    )
+    return StableDiffusionPipeline(
+        unet=unet,
+        vae=tiny_vae(4),
+        text_encoder=text_encoder,
+        tokenizer=tiny_clip_tokenizer(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 TINY_BUILDERS: dict[str, Callable] = {
     "SD1.5": build_tiny_sd15,
+    "SD2": build_tiny_sd2,
     "SDXL": build_tiny_sdxl,
     "SD3.5": build_tiny_sd3,
     "Flux schnell": build_tiny_flux,

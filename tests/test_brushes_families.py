@@ -1,6 +1,6 @@
 """The four brush guarantees on every image family, each on a tiny random-weight model of it.
 
-SD 1.5 is proven in ``test_brushes_render.py``; here the same properties on SDXL (a UNet with
+SD 1.5 is proven in ``test_brushes_render.py``; here the same properties on SD2 (v-prediction), SDXL (a UNet with
 pooled text and size conditioning), SD3.5 (an MMDiT, flow matching) and Flux schnell and dev (a
 transformer on packed latents, flow matching, dev with its guidance embedding):
 1. latents and pixels outside the visible masks are bit-identical to the base image's;
@@ -24,7 +24,7 @@ import torch
 SIZE = 32
 STEPS = 6
 PROMPT = "a red apple on a wooden table"
-FAMILIES = ("SDXL", "SD3.5", "Flux schnell", "Flux")
+FAMILIES = ("SD2", "SDXL", "SD3.5", "Flux schnell", "Flux")
 
 
 def _box(top: int, left: int, bottom: int, right: int) -> np.ndarray:
@@ -103,7 +103,7 @@ def test_the_family_runs_its_own_sampler_and_latent_space(base):
     family = image_family(base.pipe)
     assert family.name == base.model
     assert base.trajectory.latents.shape[1] == family.latent_channels
-    assert (base.trajectory.pooled_embeds is not None) is (family.name != "SD1.5")
+    assert (base.trajectory.pooled_embeds is not None) is (family.pipeline != "StableDiffusionPipeline")
     assert base.scheduler.__class__.__name__ == ("FlowSchedule" if family.flow_matching else "DdimSchedule")
 
 

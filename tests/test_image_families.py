@@ -29,7 +29,7 @@ def saved(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("families")
     folders = {}
-    for name in ("SDXL", "SD3.5", "Flux schnell", "Flux"):
+    for name in ("SD2", "SDXL", "SD3.5", "Flux schnell", "Flux"):
         folder = root / name.replace(" ", "-").lower()
         TINY_BUILDERS[name](seed=0).save_pretrained(folder)
         folders[name] = folder
@@ -64,6 +64,7 @@ def _run(pipe, steps: int = 2):
 @pytest.mark.parametrize(
     ("family", "pipeline"),
     [
+        ("SD2", "StableDiffusionPipeline"),
         ("SDXL", "StableDiffusionXLPipeline"),
         ("SD3.5", "StableDiffusion3Pipeline"),
         ("Flux schnell", "FluxPipeline"),
