@@ -1,5 +1,9 @@
 """Video model loaders (workers only): the demo AnimateDiff and Wan pipelines, and real ones.
 
+Families: AnimateDiff on SD1.5 and on SDXL (a UNet with motion modules), Wan 2.1 and 2.2
+(diffusion transformers; 2.2 A14B splits the steps between two transformers at a boundary
+timestep), text-to-video and image-to-video, and LTX-Video (text- and image-to-video).
+
 Demo models are tiny random-weight pipelines built from configs on first run (docs/FIELD-NOTES.md
 §4(b),(c)), saved once with ``save_pretrained`` into the models folder and loaded back through
 the same ``from_pretrained`` path a real local model takes. Real models come from a hub id (cache
@@ -22,7 +26,21 @@ DEMO_WAN_ID = "demo-wan"
 ANIMATEDIFF_DEFAULT_MAX_FRAMES = 32
 """AnimateDiff motion modules learn positional embeddings for this many frames (motion_max_seq_length)."""
 WAN_DEFAULT_MAX_FRAMES = 81
-"""Wan 2.1 is trained on clips of up to 81 frames (4k+1)."""
+"""Wan 2.1 and 2.2 are trained on clips of up to 81 frames (4k+1)."""
+LTX_DEFAULT_MAX_FRAMES = 257
+"""LTX-Video makes clips of up to 257 frames (8k+1)."""
+
+PIPELINES = {
+    "AnimateDiffPipeline": ("animatediff", False),
+    "AnimateDiffSDXLPipeline": ("animatediff-sdxl", False),
+    "WanPipeline": ("wan", False),
+    "WanImageToVideoPipeline": ("wan", True),
+    "LTXPipeline": ("ltx", False),
+    "LTXImageToVideoPipeline": ("ltx", True),
+}
+"""Pipeline class -> (family, takes a first-frame image)."""
+UNET_FAMILIES = ("animatediff", "animatediff-sdxl")
+SUPPORTED = "AnimateDiff (SD1.5 or SDXL), Wan 2.1/2.2 (text- or image-to-video) or LTX-Video"
 
 
 def build_demo_animatediff(seed: int = 0):
@@ -121,7 +139,7 @@ def ensure_demo(model_id: str) -> Path:
 
 
 def load_video_pipeline(spec: str, allow_pickle: bool = False):
-    """Load an AnimateDiff or Wan text-to-video pipeline from any supported source, on CPU."""
+    """Load a video pipeline of a supported family (``PIPELINES``) from any supported source, on CPU."""
     source = classify(spec, allow_pickle=allow_pickle)
     try:
         if source.kind is SourceKind.catalog:
@@ -150,8 +168,8 @@ def _pipeline_class(folder: Path):
 
     index = json.loads((Path(folder) / "model_index.json").read_text())
     name = index.get("_class_name", "")
-    if name not in ("AnimateDiffPipeline", "WanPipeline"):
-        raise MissingModel(f"{folder} holds a {name or 'unknown'} pipeline; video needs AnimateDiff or Wan")
+    if name not in PIPELINES:
+        raise MissingModel(f"{folder} holds a {name or 'unknown'} pipeline; video needs {SUPPORTED}")
     return getattr(diffusers, name)
 
 
@@ -173,20 +191,64 @@ def _from_hub(hub_id: str):
 
 def _require_video_pipeline(spec: str, pipe) -> None:
     if video_family(pipe) is None:
-        raise MissingModel(
-            f"{spec} is a {type(pipe).__name__}, not an AnimateDiff or Wan text-to-video model"
-        )
+        raise MissingModel(f"{spec} is a {type(pipe).__name__}, not a video model; Hearth runs {SUPPORTED}")
 
 
 def video_family(pipe) -> str | None:
-    """ "animatediff" (UNet + motion modules), "wan" (diffusion transformer) or None."""
-    names = {"AnimateDiffPipeline": "animatediff", "WanPipeline": "wan"}
-    return names.get(type(pipe).__name__)
+    """ "animatediff" / "animatediff-sdxl" (UNet + motion modules), "wan" or "ltx" (diffusion
+    transformers), or None."""
+    return PIPELINES.get(type(pipe).__name__, (None, False))[0]
+
+
+def is_image_to_video(pipe) -> bool:
+    """True when the pipeline animates a first-frame image (it needs ``VideoRequest.image``)."""
+    return PIPELINES.get(type(pipe).__name__, (None, False))[1]
+
+
+def denoisers(pipe) -> list:
+    """The networks a step runs: the motion UNet, or the transformer(s) (Wan 2.2 A14B has two)."""
+    if video_family(pipe) in UNET_FAMILIES:
+        return [pipe.unet]
+    found = [getattr(pipe, name, None) for name in ("transformer", "transformer_2")]
+    return [model for model in found if model is not None]
+
+
+def family_label(pipe) -> str:
+    """What the UI and the output's parameters call the model: "Wan 2.2 image-to-video", say."""
+    family = video_family(pipe)
+    task = "image-to-video" if is_image_to_video(pipe) else "text-to-video"
+    if family == "wan":
+        two = getattr(pipe, "transformer_2", None) is not None
+        expand = bool(getattr(pipe.config, "expand_timesteps", False))
+        return f"Wan {'2.2' if two or expand else '2.1'} {task}"
+    names = {
+        "animatediff": "AnimateDiff (SD1.5)",
+        "animatediff-sdxl": "AnimateDiff (SDXL)",
+        "ltx": "LTX-Video",
+    }
+    return f"{names.get(family, family)} {task}"
 
 
 def max_frames(pipe) -> int:
     """The longest clip the model can make in one window."""
-    if video_family(pipe) == "animatediff":
+    family = video_family(pipe)
+    if family in UNET_FAMILIES:
         adapter_config = getattr(pipe.unet, "config", {})
         return int(adapter_config.get("motion_max_seq_length", ANIMATEDIFF_DEFAULT_MAX_FRAMES))
-    return WAN_DEFAULT_MAX_FRAMES
+    return LTX_DEFAULT_MAX_FRAMES if family == "ltx" else WAN_DEFAULT_MAX_FRAMES
+
+
+def frame_grid(pipe) -> tuple[int, int]:
+    """(temporal, spatial): a clip has ``temporal * k + 1`` frames and sides divisible by ``spatial``
+    (VAE compression times the transformer's patch); (1, VAE factor) for AnimateDiff."""
+    family = video_family(pipe)
+    if family in UNET_FAMILIES:
+        return 1, int(pipe.vae_scale_factor)
+    if family == "ltx":
+        spatial = pipe.vae_spatial_compression_ratio * pipe.transformer_spatial_patch_size
+        # The pipeline itself refuses sides that are not multiples of 32, whatever the VAE.
+        return int(pipe.vae_temporal_compression_ratio), max(32, int(spatial))
+    transformer = denoisers(pipe)[0]
+    return int(pipe.vae_scale_factor_temporal), int(
+        pipe.vae_scale_factor_spatial * transformer.config.patch_size[1]
+    )

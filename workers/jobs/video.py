@@ -1,9 +1,14 @@
-"""The video worker's job: text-to-video with memory-sliced diffusion (Streamlined Inference).
+"""The video worker's job: text- and image-to-video with memory-sliced diffusion (Streamlined Inference).
 
 One render reads top to bottom: check the output path, load the pipeline (kept warm), ask the
 arbiter for memory with tiers from ``memory_plan`` (background priority), denoise with the Feature
 Slicer / Operator Grouping (and Step Rehash when asked) reporting every step with a preview frame,
 checkpoint the latents, decode (retrying smaller on out-of-memory), export with metadata.
+
+Families (``models.video.PIPELINES``): AnimateDiff on SD1.5 and SDXL (UNet: ``slicer.py`` slices
+frames and rows, ``rehash.py`` replays the deep blocks), Wan 2.1/2.2 and LTX-Video (transformers:
+``dit_slicer.py`` slices tokens; Step Rehash's deep/shallow split does not exist in a stack of
+identical blocks, so diffusers' FirstBlockCache stands in for it).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def warm_up() -> None:
 
 
 def run(ctx: JobContext, request: VideoRequest) -> None:
-    from models.video import load_video_pipeline, video_family
+    from models.video import family_label, load_video_pipeline, video_family
     from workers.devices import compute_device
     from workers.video.memory_plan import parse_memory_mode
 
@@ -48,12 +53,14 @@ def run(ctx: JobContext, request: VideoRequest) -> None:
         key, lambda: VideoEngine(load_video_pipeline(request.model), compute_device())
     )
     check_frames(engine.pipe, video_family(engine.pipe), request)
+    image = first_frame(engine.pipe, request)
     plan = engine.lease(ctx, key, request, slices)
     start = time.perf_counter()
-    latents = engine.denoise(ctx, request)
+    latents = engine.denoise(ctx, request, image)
     denoise_s = time.perf_counter() - start
     params = request_parameters(
         request,
+        family=family_label(engine.pipe),
         tier=plan.tier,
         frame_slices=plan.frame_slices,
         spatial_slices=plan.spatial_slices,
@@ -76,7 +83,7 @@ def _output_file(request: VideoRequest, job_id: str) -> Path:
 
 def check_frames(pipe, family: str, request: VideoRequest) -> None:
     """Frames beyond the model's window, or a shape the model cannot make, are refused with the fix."""
-    from models.video import max_frames
+    from models.video import family_label, frame_grid, max_frames
 
     limit = max_frames(pipe)
     if request.frames > limit:
@@ -84,13 +91,43 @@ def check_frames(pipe, family: str, request: VideoRequest) -> None:
             f"{request.model} makes at most {limit} frames in one clip, got {request.frames}; "
             f"lower the frame count"
         )
-    if family == "wan":
-        if (request.frames - 1) % 4:
-            raise BadInput(f"Wan makes 4k+1 frames (5, 9, 13, ...), got {request.frames}")
-        if request.width % 16 or request.height % 16:
+    temporal, spatial = frame_grid(pipe)
+    name = family_label(pipe).rsplit(" ", 1)[0]
+    if temporal > 1 and (request.frames - 1) % temporal:
+        examples = ", ".join(str(temporal * k + 1) for k in (1, 2, 3))
+        raise BadInput(f"{name} makes {temporal}k+1 frames ({examples}, ...), got {request.frames}")
+    if spatial > 8 and (request.width % spatial or request.height % spatial):
+        raise BadInput(
+            f"{name} needs width and height divisible by {spatial}, got {request.width}x{request.height}"
+        )
+
+
+def first_frame(pipe, request: VideoRequest):
+    """The image an image-to-video model animates, fitted to the clip's size; None for text-to-video.
+
+    The file is the user's (or anything a path names): its size is read from the header before a
+    pixel is decoded (``workers.safe_images``)."""
+    from models.video import family_label, is_image_to_video
+
+    if not is_image_to_video(pipe):
+        if request.image:
             raise BadInput(
-                f"Wan needs width and height divisible by 16, got {request.width}x{request.height}"
+                f"{request.model} is a {family_label(pipe)} model and takes no image; "
+                "leave the image empty or pick an image-to-video model"
             )
+        return None
+    if not request.image:
+        raise BadInput(f"{request.model} is an image-to-video model: give the first frame (--image)")
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from workers.safe_images import image_size
+
+    image_size(request.image, f"first-frame image {request.image}")
+    try:
+        with Image.open(request.image) as image:
+            return ImageOps.fit(image.convert("RGB"), (request.width, request.height), Image.LANCZOS)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise BadInput(f"first-frame image {request.image} is not a readable image ({exc})") from None
 
 
 def _export(ctx: JobContext, frames, path: Path, request: VideoRequest, params: dict) -> None:
@@ -105,13 +142,15 @@ class VideoEngine:
     """A loaded pipeline plus how it currently runs (plan, slicer); kept warm in the worker cache."""
 
     def __init__(self, pipe, device: str) -> None:
-        from models.video import video_family
+        from models.video import UNET_FAMILIES, denoisers, video_family
 
         self.pipe = pipe
         self.device = device
         self.family = video_family(pipe)
+        self.is_unet = self.family in UNET_FAMILIES
+        self.denoisers = denoisers(pipe)
         self.plan = None
-        self.slicer = None
+        self.slicers: list = []
         self._offloaded = False
 
     # -- memory ---------------------------------------------------------------------------
@@ -125,7 +164,7 @@ class VideoEngine:
             self.pipe, self.family, request.frames, request.height, request.width, request.guidance
         )
         plan_list = [manual_plan(shape, slices)] if slices else plans(shape)
-        points = pause_point_count(self.denoiser)
+        points = pause_point_count(self.denoisers[0])
         # Slicing changes between steps without reloading anything: memory may be given back.
         granted = ctx.lease_memory(
             key, tiers(plan_list, self.apply, points), on_release=self.release, can_grow=True
@@ -144,10 +183,13 @@ class VideoEngine:
         if self._offloaded and not plan.offload:
             return False
         self.plan = plan
-        if self.slicer is not None:
-            self.slicer.frame_slices = max(1, plan.frame_slices)
-            self.slicer.spatial_slices = max(1, plan.spatial_slices)
-        if self.family == "animatediff":
+        for slicer in self.slicers:
+            if self.is_unet:
+                slicer.frame_slices = max(1, plan.frame_slices)
+                slicer.spatial_slices = max(1, plan.spatial_slices)
+            else:
+                slicer.token_slices = max(1, plan.frame_slices)
+        if self.is_unet:
             if plan.forward_chunking:
                 self.pipe.unet.enable_forward_chunking(chunk_size=1, dim=0)
             else:
@@ -155,15 +197,12 @@ class VideoEngine:
         self._place_weights(plan.offload)
         return True
 
-    @property
-    def denoiser(self):
-        return self.pipe.unet if self.family == "animatediff" else self.pipe.transformer
-
     def _place_weights(self, offload: bool) -> None:
         if self.device == "cpu" or self._offloaded:
             return
         if offload:  # diffusers' group offloading: weights stream in per leaf module
-            self.denoiser.enable_group_offload(onload_device=self.device, offload_type="leaf_level")
+            for denoiser in self.denoisers:
+                denoiser.enable_group_offload(onload_device=self.device, offload_type="leaf_level")
             self._offloaded = True
             for name in ("text_encoder", "vae"):
                 getattr(self.pipe, name).to(self.device)
@@ -181,30 +220,67 @@ class VideoEngine:
         """Install the slicer (sliced plans), Step Rehash (when asked) and the pause points for one
         render; removed after, also on cancel or error, so the warm pipeline is stock between jobs."""
         from workers.pause_points import PausePoints
-        from workers.video.rehash import StepRehash, uniform_key_steps
-        from workers.video.slicer import VideoSlicer
 
         with contextlib.ExitStack() as stack:
             flush = _cuda_synchronize if self.device.startswith("cuda") else None
-            stack.enter_context(PausePoints(self.denoiser, lambda: ctx.pause_point(flush)))
-            if self.family == "animatediff" and self.plan.sliced:
-                self.slicer = stack.enter_context(
-                    VideoSlicer(self.pipe.unet, self.plan.frame_slices, self.plan.spatial_slices)
-                )
-                stack.callback(setattr, self, "slicer", None)
-            if self.family == "animatediff" and request.step_rehash:
-                keys = uniform_key_steps(request.steps, request.rehash_interval)
-                stack.enter_context(StepRehash(self.pipe.unet, keys, slicer=self.slicer))
-            elif request.step_rehash:  # transformers (Wan): diffusers' own FirstBlockCache does the job
-                from diffusers import FirstBlockCacheConfig
-
-                self.pipe.transformer.enable_cache(
-                    FirstBlockCacheConfig(threshold=FIRST_BLOCK_CACHE_THRESHOLD)
-                )
-                stack.callback(self.pipe.transformer.disable_cache)
+            for denoiser in self.denoisers:
+                stack.enter_context(PausePoints(denoiser, lambda: ctx.pause_point(flush)))
+            if self.plan.sliced:
+                self.slicers = [stack.enter_context(s) for s in self._new_slicers()]
+                stack.callback(setattr, self, "slicers", [])
+            if request.step_rehash:
+                self._step_rehash(stack, request)
             yield
 
-    def denoise(self, ctx: JobContext, request: VideoRequest):
+    def _new_slicers(self) -> list:
+        from workers.video.dit_slicer import TransformerSlicer, can_slice
+        from workers.video.slicer import VideoSlicer
+
+        if self.is_unet:
+            return [VideoSlicer(self.pipe.unet, self.plan.frame_slices, self.plan.spatial_slices)]
+        return [TransformerSlicer(d, self.plan.frame_slices) for d in self.denoisers if can_slice(d)]
+
+    def _step_rehash(self, stack: contextlib.ExitStack, request: VideoRequest) -> None:
+        """UNets: Step Rehash replays the deep blocks on non-key steps. Transformers have no deep
+        blocks to replay (every block works at full token resolution), so diffusers' FirstBlockCache
+        does the job: the rest of the stack is skipped while the first block's residual barely moves."""
+        if self.is_unet:
+            from workers.video.rehash import StepRehash, uniform_key_steps
+
+            keys = uniform_key_steps(request.steps, request.rehash_interval)
+            slicer = self.slicers[0] if self.slicers else None
+            stack.enter_context(StepRehash(self.pipe.unet, keys, slicer=slicer))
+            return
+        from diffusers import FirstBlockCacheConfig
+
+        for transformer in self.denoisers:
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=FIRST_BLOCK_CACHE_THRESHOLD))
+            stack.callback(transformer.disable_cache)
+
+    def call_arguments(self, request: VideoRequest, image) -> dict:
+        """What each pipeline takes beyond the common arguments."""
+        extra: dict = {} if image is None else {"image": image}
+        if type(self.pipe).__name__ == "AnimateDiffPipeline":
+            extra["decode_chunk_size"] = 1
+        if self.family == "ltx":
+            extra["frame_rate"] = request.fps  # LTX scales its temporal positions by it
+        return extra
+
+    def unpack(self, latents, request: VideoRequest):
+        """Latents as (B, C, F, h, w): LTX keeps its latents packed as tokens (B, N, C) until the end."""
+        if self.family != "ltx":
+            return latents
+        pipe = self.pipe
+        return pipe._unpack_latents(
+            latents,
+            (request.frames - 1) // pipe.vae_temporal_compression_ratio + 1,
+            request.height // pipe.vae_spatial_compression_ratio,
+            request.width // pipe.vae_spatial_compression_ratio,
+            pipe.transformer_spatial_patch_size,
+            pipe.transformer_temporal_patch_size,
+        )
+
+    def denoise(self, ctx: JobContext, request: VideoRequest, image=None):
         """Every step reports progress with a preview frame; a cancel stops at the next step."""
         import torch
 
@@ -213,15 +289,14 @@ class VideoEngine:
                 step + 1,
                 request.steps,
                 f"step {step + 1}/{request.steps} ({self.plan.tier})",
-                preview=preview_frame(kwargs["latents"]),
+                preview=preview_frame(self.unpack(kwargs["latents"], request)),
             )
             return kwargs
 
         generator = torch.Generator("cpu").manual_seed(request.seed)
-        extra = {"decode_chunk_size": 1} if self.family == "animatediff" else {}
         with self.accelerated(ctx, request), torch.no_grad():
-            return self.pipe(
-                request.prompt,
+            latents = self.pipe(
+                prompt=request.prompt,
                 negative_prompt=request.negative_prompt or None,
                 num_frames=request.frames,
                 height=request.height,
@@ -232,8 +307,9 @@ class VideoEngine:
                 output_type="latent",
                 callback_on_step_end=on_step_end,
                 callback_on_step_end_tensor_inputs=["latents"],
-                **extra,
+                **self.call_arguments(request, image),
             ).frames
+        return self.unpack(latents, request)
 
     def decode(self, ctx: JobContext, latents, params: dict):
         from workers.errors import OutOfMemory

@@ -93,7 +93,9 @@ def describe_decode(plan: VideoPlan) -> str:
 
 
 def decode_frames(pipe, family: str, latents, plan: VideoPlan):
-    """VAE decode under ``plan`` -> uint8 numpy frames (F, H, W, 3) of the first video."""
+    """VAE decode under ``plan`` -> uint8 numpy frames (F, H, W, 3) of the first video.
+
+    ``latents``: (B, C, F, h, w) for every family (LTX's packed tokens are unpacked before)."""
     import numpy as np
     import torch
 
@@ -102,17 +104,33 @@ def decode_frames(pipe, family: str, latents, plan: VideoPlan):
         vae.enable_tiling()
     try:
         with torch.no_grad():
+            if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+                vae.to(torch.float32)  # SDXL's VAE overflows in fp16 (black frames)
             latents = latents.to(device=vae.device, dtype=vae.dtype)
-            video = (
-                _decode_wan(vae, latents)
-                if family == "wan"
-                else pipe.decode_latents(latents, plan.decode_chunk)
-            )
+            if family == "wan":
+                video = _decode_wan(vae, latents)
+            elif family == "ltx":
+                video = _decode_ltx(pipe, latents)
+            else:
+                video = _decode_sd(vae, latents, plan.decode_chunk)
         frames = pipe.video_processor.postprocess_video(video=video.float().cpu(), output_type="np")[0]
     finally:
         if plan.vae_tiling:
             vae.disable_tiling()
     return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _decode_sd(vae, latents, chunk: int):
+    """AnimateDiff (SD1.5 or SDXL VAE): ``chunk`` frames per ``vae.decode`` call, as diffusers'
+    ``AnimateDiffPipeline.decode_latents`` does (the SDXL pipeline has no chunking of its own)."""
+    import torch
+
+    batch, channels, frames, height, width = latents.shape
+    flat = (latents / vae.config.scaling_factor).permute(0, 2, 1, 3, 4).reshape(-1, channels, height, width)
+    images = torch.cat(
+        [vae.decode(flat[i : i + chunk]).sample for i in range(0, flat.shape[0], max(1, chunk))]
+    )
+    return images.reshape(batch, frames, *images.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, 3, F, H, W)
 
 
 def _decode_wan(vae, latents):
@@ -125,6 +143,18 @@ def _decode_wan(vae, latents):
         latents.device, latents.dtype
     )
     return vae.decode(latents / inv_std + mean, return_dict=False)[0]
+
+
+def _decode_ltx(pipe, latents):
+    """What ``LTXPipeline`` does after its loop with its default decode timestep (0: no added noise)."""
+    import torch
+
+    vae = pipe.vae
+    latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    timestep = None
+    if vae.config.timestep_conditioning:
+        timestep = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
+    return vae.decode(latents, timestep, return_dict=False)[0]
 
 
 def _free_memory() -> None:

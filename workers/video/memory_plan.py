@@ -29,14 +29,21 @@ TILE_FRACTION = 0.3
 """Share of a frame's decode memory left when the VAE decodes in tiles."""
 OFFLOAD_FRACTION = 0.25
 """Share of the weights resident on the device with leaf-level group offloading."""
+DIT_STOCK_UNITS = 6.0
+"""A transformer block's peak beyond its feed-forward, in units of the token tensor (B, N, D): its
+input, the modulated norm, Q, K, V and the attention output (flash/memory-efficient attention
+never holds the N x N scores); the feed-forward adds 2 x its width ratio (hidden layer + GELU)."""
+DIT_SLICED_UNITS = 4.0
+"""What stays full size while a block runs token slice by token slice: input, output, K, V."""
+UNET_FAMILIES = ("animatediff", "animatediff-sdxl")
 
 
 @dataclass(frozen=True, slots=True)
 class VideoShape:
     """What decides a render's activation memory."""
 
-    family: str  # "animatediff" or "wan"
-    batch: int  # 2 with classifier-free guidance (AnimateDiff batches it), else 1
+    family: str  # "animatediff", "animatediff-sdxl", "wan" or "ltx"
+    batch: int  # 2 with classifier-free guidance when the pipeline batches it (AnimateDiff, LTX), else 1
     frames: int
     height: int
     width: int
@@ -45,10 +52,22 @@ class VideoShape:
     vae_channels: int
     dtype_bytes: int
     weights_bytes: int
+    tokens: int = 0
+    """Transformers: the token sequence length N (latent frames x rows x columns after patching)."""
+    ffn_ratio: float = 4.0
+    """Transformers: feed-forward width / token width."""
+    decode_frames: int = 1
+    """Transformers: frames the VAE decodes at once (Wan: one latent frame's worth; LTX: all)."""
+
+    @property
+    def is_unet(self) -> bool:
+        return self.family in UNET_FAMILIES
 
     @property
     def activation_unit(self) -> int:
-        """One top-level UNet activation: (B*F, C0, h, w)."""
+        """One top-level UNet activation (B*F, C0, h, w), or a transformer's tokens (B, N, D)."""
+        if not self.is_unet:
+            return self.batch * self.tokens * self.base_channels * self.dtype_bytes
         latent = (self.height // self.latent_scale) * (self.width // self.latent_scale)
         return self.batch * self.frames * self.base_channels * latent * self.dtype_bytes
 
@@ -77,46 +96,68 @@ class VideoPlan:
 
 
 def shape_of(pipe, family: str, frames: int, height: int, width: int, guidance: float) -> VideoShape:
+    from models.video import denoisers, frame_grid
+
     weights = sum(
         p.numel() * p.element_size()
         for m in pipe.components.values()
         if hasattr(m, "parameters")
         for p in m.parameters()
     )
-    denoiser = pipe.unet if family == "animatediff" else pipe.transformer
-    base = getattr(denoiser.config, "block_out_channels", None)
-    base_channels = (
-        base[0] if base else denoiser.config.num_attention_heads * denoiser.config.attention_head_dim
-    )
+    denoiser = denoisers(pipe)[0]
+    config = denoiser.config
+    base = getattr(config, "block_out_channels", None)
+    base_channels = base[0] if base else config.num_attention_heads * config.attention_head_dim
     vae_channels = max(
         getattr(pipe.vae.config, "block_out_channels", None) or [getattr(pipe.vae.config, "base_dim", 96) * 4]
     )
-    scale = getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", 8)
+    temporal, spatial = frame_grid(pipe)
     dtype_bytes = next(denoiser.parameters()).element_size()
-    batch = 2 if guidance > 1 and family == "animatediff" else 1
-    return VideoShape(
+    shape = dict(
         family=family,
-        batch=batch,
+        batch=2 if guidance > 1 and family != "wan" else 1,  # Wan runs its two CFG passes one by one
         frames=frames,
         height=height,
         width=width,
-        latent_scale=scale,
+        latent_scale=spatial if family in UNET_FAMILIES else spatial // _patch(config),
         base_channels=base_channels,
         vae_channels=vae_channels,
         dtype_bytes=dtype_bytes,
         weights_bytes=weights,
     )
+    if family in UNET_FAMILIES:
+        return VideoShape(**shape)
+    latent_frames = (frames - 1) // temporal + 1
+    ffn = getattr(config, "ffn_dim", None)
+    return VideoShape(
+        **shape,
+        tokens=latent_frames * (height // spatial) * (width // spatial),
+        ffn_ratio=ffn / base_channels if ffn else 4.0,  # LTX's FeedForward is 4x wide
+        decode_frames=frames if family == "ltx" else temporal,
+    )
+
+
+def _patch(config) -> int:
+    patch = config.patch_size
+    return int(patch[1] if isinstance(patch, list | tuple) else patch)
 
 
 def estimate_bytes(shape: VideoShape, plan: VideoPlan) -> int:
     """Device bytes a render needs under ``plan``: weights + denoiser activations, or decode if larger."""
     unit = shape.activation_unit
-    if plan.sliced:
+    if not shape.is_unet:
+        transients = DIT_STOCK_UNITS - DIT_SLICED_UNITS + 2 * shape.ffn_ratio  # what slicing divides
+        if plan.sliced:
+            activations = unit * (DIT_SLICED_UNITS + transients / plan.frame_slices)
+        else:
+            activations = unit * (DIT_STOCK_UNITS + 2 * shape.ffn_ratio)
+    elif plan.sliced:
         slices = max(1, min(plan.frame_slices, plan.spatial_slices))
         activations = unit * (SKIP_UNITS + GROUPED_UNITS + STOCK_UNITS / slices)
     else:
         activations = unit * STOCK_UNITS
-    decode = shape.decode_frame_bytes * plan.decode_chunk * (TILE_FRACTION if plan.vae_tiling else 1.0)
+    frames = plan.decode_chunk if shape.is_unet else shape.decode_frames
+    decode = shape.decode_frame_bytes * frames * (TILE_FRACTION if plan.vae_tiling else 1.0)
     weights = shape.weights_bytes * (OFFLOAD_FRACTION if plan.offload else 1.0)
     return int(weights + max(activations, decode))
 
@@ -139,15 +180,21 @@ def plans(shape: VideoShape) -> list[VideoPlan]:
         forward_chunking=True,
         est_step_s=2.5,
     )
-    if shape.family == "wan":  # the transformer is not sliced; the memory levers are decode and offload
-        sliced = replace(sliced, tier="tiled", frame_slices=0, spatial_slices=0, vae_tiling=True)
-        lean = replace(lean, tier="offloaded", frame_slices=0, spatial_slices=0)
+    if not shape.is_unet:
+        # frame_slices counts token slices. The VAE decodes in its own way (Wan causally, one latent
+        # frame at a time; LTX the whole clip), so only tiling changes its memory: decode_chunk 1.
+        tokens = max(1, shape.tokens)
+        resident = replace(resident, decode_chunk=1)
+        sliced = replace(sliced, frame_slices=min(4, tokens), spatial_slices=1, decode_chunk=1)
+        lean = replace(lean, frame_slices=min(16, tokens), spatial_slices=1, forward_chunking=False)
     return [replace(p, bytes=estimate_bytes(shape, p)) for p in (resident, sliced, lean)]
 
 
 def manual_plan(shape: VideoShape, slices: int) -> VideoPlan:
-    """``memory_mode = "slices:N"``: N frame slices and N spatial slices, decode two frames at a time."""
-    plan = VideoPlan("manual", slices, slices, decode_chunk=min(2, shape.frames), est_step_s=1.2)
+    """``memory_mode = "slices:N"``: N frame slices and N spatial slices (a transformer: N token
+    slices), decode two frames at a time."""
+    chunk = min(2, shape.frames) if shape.is_unet else 1
+    plan = VideoPlan("manual", slices, slices, decode_chunk=chunk, est_step_s=1.2)
     return replace(plan, bytes=estimate_bytes(shape, plan))
 
 
@@ -156,12 +203,12 @@ def plan_for_budget(shape: VideoShape, budget: int) -> VideoPlan:
     candidates = plans(shape)
     if candidates[0].bytes <= budget:
         return candidates[0]
-    if shape.family == "animatediff":
-        for slices in (2, 4, 8, 16, 32, 64):
-            plan = replace(candidates[1], frame_slices=slices, spatial_slices=slices, tier=f"sliced:{slices}")
-            plan = replace(plan, bytes=estimate_bytes(shape, plan))
-            if plan.bytes <= budget:
-                return plan
+    for slices in (2, 4, 8, 16, 32, 64):
+        spatial = slices if shape.is_unet else 1
+        plan = replace(candidates[1], frame_slices=slices, spatial_slices=spatial, tier=f"sliced:{slices}")
+        plan = replace(plan, bytes=estimate_bytes(shape, plan))
+        if plan.bytes <= budget:
+            return plan
     return next((p for p in candidates if p.bytes <= budget), candidates[-1])
 
 

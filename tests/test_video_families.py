@@ -1,0 +1,174 @@
+"""Every video family Hearth runs, on tiny random-weight models saved with ``save_pretrained`` and
+loaded back through the real loader: the Feature Slicer + Operator Grouping leaves each family's
+denoised latents unchanged (1e-4), and ``hearth run video`` writes an MP4 of the asked length
+for AnimateDiff-SDXL, Wan 2.2 (text- and image-to-video) and LTX-Video."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models import tiny_video  # noqa: E402
+from models.video import denoisers, family_label, load_video_pipeline, video_family  # noqa: E402
+from workers.video.dit_slicer import TransformerSlicer  # noqa: E402
+from workers.video.slicer import VideoSlicer  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)
+
+# (builder, keyword arguments, frames, side, family, label)
+FAMILIES = {
+    "animatediff-sdxl": (
+        tiny_video.build_tiny_animatediff_sdxl,
+        {},
+        3,
+        16,
+        "AnimateDiff (SDXL) text-to-video",
+    ),
+    "wan2.1": (tiny_video.build_tiny_wan, {"version": "2.1"}, 5, 16, "Wan 2.1 text-to-video"),
+    "wan2.2": (tiny_video.build_tiny_wan, {"version": "2.2"}, 5, 16, "Wan 2.2 text-to-video"),
+    "wan2.1-i2v": (tiny_video.build_tiny_wan_i2v, {"version": "2.1"}, 5, 16, "Wan 2.1 image-to-video"),
+    "wan2.2-i2v": (tiny_video.build_tiny_wan_i2v, {"version": "2.2"}, 5, 16, "Wan 2.2 image-to-video"),
+    "ltx": (tiny_video.build_tiny_ltx, {}, 5, 32, "LTX-Video text-to-video"),
+    "ltx-i2v": (tiny_video.build_tiny_ltx, {"image_to_video": True}, 5, 32, "LTX-Video image-to-video"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Each family built once, saved, and loaded back through Hearth's loader (module-wide)."""
+    root = tmp_path_factory.mktemp("video-families")
+    folders = {}
+
+    def folder(name: str):
+        if name not in folders:
+            build, kwargs, *_ = FAMILIES[name]
+            folders[name] = root / name
+            build(**kwargs).save_pretrained(folders[name])
+        return folders[name]
+
+    return folder
+
+
+def _image(side: int):
+    from PIL import Image
+
+    return Image.linear_gradient("L").convert("RGB").resize((side, side))
+
+
+def _latents(pipe, frames: int, side: int, slicers=()):
+    kwargs = {"image": _image(side)} if "ImageToVideo" in type(pipe).__name__ else {}
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for slicer in slicers:
+            stack.enter_context(slicer)
+        return pipe(
+            prompt="a cat playing piano",
+            negative_prompt="blurry",
+            num_frames=frames,
+            height=side,
+            width=side,
+            num_inference_steps=2,
+            guidance_scale=4.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="latent",
+            **kwargs,
+        ).frames
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_sliced_grouped_denoising_equals_unsliced(saved, name):
+    _, _, frames, side, label = FAMILIES[name]
+    pipe = load_video_pipeline(str(saved(name)))
+    assert family_label(pipe) == label
+    reference = _latents(pipe, frames, side)
+    if video_family(pipe).startswith("animatediff"):
+        slicers = [VideoSlicer(pipe.unet, frame_slices=3, spatial_slices=3)]
+    else:
+        slicers = [TransformerSlicer(model, token_slices=3) for model in denoisers(pipe)]
+    calls = []
+    for slicer in slicers:  # count that the sliced forwards really ran
+        for method in ("_down_forward", "_wan_block", "_ltx_block"):
+            if hasattr(slicer, method):
+                real = getattr(slicer, method)
+                setattr(slicer, method, lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    sliced = _latents(pipe, frames, side, slicers)
+    assert calls, "the slicer's forwards never ran"
+    assert sliced.shape == reference.shape
+    assert (sliced - reference).abs().max() < 1e-4
+    after = _latents(pipe, frames, side)
+    assert torch.equal(after, reference), "removing the slicer restores the stock forwards exactly"
+
+
+def test_wan22_runs_both_transformers_on_their_side_of_the_boundary(saved):
+    pipe = load_video_pipeline(str(saved("wan2.2")))
+    ran = []
+    hooks = [
+        model.register_forward_pre_hook(lambda module, args, name=name: ran.append(name))
+        for name, model in (("high-noise", pipe.transformer), ("low-noise", pipe.transformer_2))
+    ]
+    try:
+        with TransformerSlicer(pipe.transformer, 2), TransformerSlicer(pipe.transformer_2, 2):
+            _latents(pipe, 5, 16)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert "high-noise" in ran and "low-noise" in ran
+
+
+def _hearth(*args: str) -> subprocess.CompletedProcess:
+    from tests.cli_process import ROOT, hearth_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "app", "run", "video", *args],
+        cwd=ROOT,
+        env=hearth_env(),
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, extra",
+    [
+        ("animatediff-sdxl", ["--memory-mode", "slices:2", "--step-rehash"]),
+        ("wan2.2", ["--memory-mode", "slices:3"]),
+        ("wan2.2-i2v", ["--image", "IMAGE"]),
+        ("ltx", ["--memory-mode", "slices:2", "--step-rehash"]),
+    ],
+)
+def test_hearth_run_video_writes_an_mp4_for_each_family(saved, tmp_path, name, extra):
+    from workers.video.export import read_frames, read_metadata
+
+    _, _, frames, side, label = FAMILIES[name]
+    image = tmp_path / "first.png"
+    _image(side).save(image)
+    out = tmp_path / f"{name}.mp4"
+    args = ["--prompt", "a cat", "--model", str(saved(name)), "--frames", str(frames), "--steps", "2"]
+    args += ["--width", str(side), "--height", str(side), "--out", str(out)]
+    proc = _hearth(*args, *[str(image) if a == "IMAGE" else a for a in extra])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    clip, _fps = read_frames(out)
+    assert len(clip) == frames and clip[0].shape[:2] == (side, side)
+    meta = read_metadata(out)
+    assert meta["family"] == label and meta["model"] == str(saved(name))
+    if "IMAGE" in extra:
+        assert meta["image"] == str(image)
+
+
+def test_an_image_to_video_model_without_an_image_and_a_text_model_with_one_are_refused(saved, tmp_path):
+    image = tmp_path / "first.png"
+    _image(16).save(image)
+    common = ["--prompt", "a cat", "--frames", "5", "--steps", "1", "--width", "16", "--height", "16"]
+    no_image = _hearth(*common, "--model", str(saved("wan2.2-i2v")), "--out", str(tmp_path / "a.mp4"))
+    assert no_image.returncode == 1 and "image-to-video model: give the first frame" in no_image.stderr
+    with_image = _hearth(
+        *common, "--model", str(saved("wan2.2")), "--image", str(image), "--out", str(tmp_path / "b.mp4")
+    )
+    assert with_image.returncode == 1 and "takes no image" in with_image.stderr
+    assert not list(tmp_path.glob("*.mp4"))
