@@ -1,9 +1,16 @@
 """Music model loaders (workers only): the demo MusicGen / MusicGen-Melody models and real ones.
 
+Two engines. **MusicGen** (transformers; small, medium, large, Melody, and the stereo variants,
+whose decoder interleaves a left and a right set of codebooks): a token-by-token language model
+over EnCodec codes, any length through windows. **Stable Audio Open** (diffusers'
+``StableAudioPipeline``): a diffusion transformer over a stereo 44.1 kHz latent, one clip of at
+most ``sample_size x hop / rate`` seconds (47.55 s for the real model), never extended.
+
 The demo models are tiny random-weight MusicGen models (T5-style text encoder, EnCodec, decoder)
 built from configs on first run (docs/FIELD-NOTES.md §5), saved once with ``save_pretrained`` into the
 models folder and loaded back through the same ``from_pretrained`` path a real folder takes.
-Real models come from a hub id (cache first, then online) or a local transformers folder.
+Real models come from a hub id (cache first, then online) or a local folder: a transformers
+MusicGen folder (``config.json``) or a diffusers Stable Audio folder (``model_index.json``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ TRAINED_WINDOW_S = 30.0
 """MusicGen was trained on 30 s clips: longer windows drift even where positions would allow them."""
 CHROMA_HOP = 4096
 """Hop length of MusicGen-Melody's chroma feature extractor (7.8125 chroma frames/s at 32 kHz)."""
+MUSICGEN, STABLE_AUDIO = "musicgen", "stable-audio"
+"""The two engines (``MusicModel.engine``)."""
 
 
 @dataclass
@@ -43,7 +52,17 @@ class MusicModel:
     num_codebooks: int
     channels: int
     max_window_s: float
-    """Longest stretch one ``generate`` call may produce."""
+    """Longest stretch one ``generate`` call may produce (Stable Audio: the longest clip at all)."""
+    engine: str = MUSICGEN
+    """``MUSICGEN`` (``model`` is a MusicGen model) or ``STABLE_AUDIO`` (``model`` is the pipeline)."""
+
+    @property
+    def title(self) -> str:
+        """The engine as the UI and the parameters name it."""
+        if self.engine == STABLE_AUDIO:
+            return "Stable Audio Open"
+        stereo = " (stereo)" if self.channels == 2 else ""
+        return ("MusicGen-Melody" if self.melody else "MusicGen") + stereo
 
     @property
     def hop(self) -> int:
@@ -55,7 +74,11 @@ class MusicModel:
         return self.sample_rate / CHROMA_HOP
 
     def weight_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        if self.engine == STABLE_AUDIO:
+            parts = [m for m in self.model.components.values() if hasattr(m, "parameters")]
+        else:
+            parts = [self.model]
+        return sum(p.numel() * p.element_size() for part in parts for p in part.parameters())
 
 
 def _tiny_configs():
@@ -141,7 +164,7 @@ def ensure_demo_music(model_id: str = DEMO_MUSICGEN_ID) -> Path:
 
 
 def load_music_model(spec: str, device: str = "cpu") -> MusicModel:
-    """Load MusicGen or MusicGen-Melody from a catalog id, a hub id or a local folder."""
+    """Load MusicGen(-Melody, -stereo) or Stable Audio Open from a catalog id, a hub id or a local folder."""
     source = classify(spec)
     if source.kind is SourceKind.catalog:
         if spec not in DEMO_IDS:
@@ -150,12 +173,67 @@ def load_music_model(spec: str, device: str = "cpu") -> MusicModel:
     elif source.kind in (SourceKind.local_folder, SourceKind.hub_id):
         folder = source.path or spec
     else:
-        raise MissingModel(f"{spec} is a {source.kind.value}; a music model is a MusicGen folder or hub id")
+        raise MissingModel(
+            f"{spec} is a {source.kind.value}; a music model is a MusicGen or Stable Audio folder or hub id"
+        )
     try:
+        if is_stable_audio(source.path, spec):
+            return _describe_stable_audio(spec, _stable_audio(str(folder)).to(device))
         model, tokenizer = _from_folder_or_hub(str(folder))
     except (OSError, ValueError, KeyError) as exc:
         raise MissingModel(f"could not load music model {spec!r}: {exc}") from None
     return _describe(spec, model.to(device), tokenizer, demo=spec in DEMO_IDS)
+
+
+def is_stable_audio(folder: Path | None, spec: str) -> bool:
+    """A diffusers folder whose pipeline is ``StableAudioPipeline``; a hub id by its name (its
+    model_index.json may not be downloaded yet)."""
+    if folder is None:
+        return "stable-audio" in spec.lower()
+    index = Path(folder) / "model_index.json"
+    if not index.is_file():
+        return False
+    import json
+
+    try:
+        name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        raise MissingModel(f"{index} is not a readable pipeline index") from None
+    if name != "StableAudioPipeline":
+        raise MissingModel(f"{folder} holds a {name} pipeline; music runs MusicGen or Stable Audio Open")
+    return True
+
+
+def _stable_audio(where: str):
+    """``StableAudioPipeline``: the huggingface_hub cache first (works offline), then a download."""
+    from diffusers import StableAudioPipeline
+
+    try:
+        pipe = StableAudioPipeline.from_pretrained(where, local_files_only=True)
+    except OSError:
+        if Path(where).exists():
+            raise
+        pipe = StableAudioPipeline.from_pretrained(where)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _describe_stable_audio(spec: str, pipe) -> MusicModel:
+    rate = int(pipe.vae.config.sampling_rate)
+    hop = int(pipe.vae.hop_length)
+    return MusicModel(
+        spec=spec,
+        model=pipe,
+        tokenizer=pipe.tokenizer,
+        melody=False,
+        demo=False,
+        sample_rate=rate,
+        frame_rate=rate / hop,
+        num_codebooks=0,
+        channels=int(pipe.vae.config.audio_channels),
+        max_window_s=int(pipe.transformer.config.sample_size) * hop / rate,
+        engine=STABLE_AUDIO,
+    )
 
 
 def _from_folder_or_hub(where: str):

@@ -1,4 +1,5 @@
-"""Music jobs: text to music with MusicGen / MusicGen-Melody, chords and tempo, any length.
+"""Music jobs: text to music with MusicGen / MusicGen-Melody (mono or stereo), chords and tempo,
+any length; or with Stable Audio Open, one clip up to its limit (``workers/music/stable_audio.py``).
 
 Order of work: validate and check the output path is writable (before any model is loaded),
 load the model (kept warm), lease its memory, plan the windows, generate token by token with
@@ -50,11 +51,15 @@ def warm_up() -> None:
 
 
 def run(ctx: JobContext, request: MusicRequest) -> None:
+    from models.music import STABLE_AUDIO
     from workers.music.render import MusicRender, plan_music
 
     request.validate()
     path = target_path(request, ctx.job_id)
     music = load_model(ctx, request.model)
+    if music.engine == STABLE_AUDIO:
+        run_diffusion(ctx, request, music, path)
+        return
     plan = plan_music(music, request)
     for note in plan.notes:
         ctx.status(note)
@@ -74,6 +79,27 @@ def run(ctx: JobContext, request: MusicRequest) -> None:
         raise
     elapsed = time.perf_counter() - start
     _write(ctx, path, audio, music, request, plan.text, plan.windows, elapsed=round(elapsed, 3))
+    ctx.metric("seconds", elapsed)
+    ctx.metric("real_time_factor", request.seconds / max(elapsed, 1e-9))
+
+
+def run_diffusion(ctx: JobContext, request: MusicRequest, music, path: Path) -> None:
+    """Stable Audio Open: one clip, every denoising step reported (a cancel stops at the next)."""
+    from workers.music import stable_audio
+
+    text, notes = stable_audio.plan_text(music, request)
+    for note in notes:
+        ctx.status(note)
+    start = time.perf_counter()
+    audio = stable_audio.render(
+        music, request, text, lambda done, total: ctx.step(done, total, f"step {done}/{total}")
+    )
+    elapsed = time.perf_counter() - start
+    from workers.music.longform import Window
+
+    steps = request.steps or stable_audio.DEFAULT_STEPS
+    whole = [Window(index=0, start=0, context=0, new=int(audio.shape[-1]), crossfade=0)]  # one clip
+    _write(ctx, path, audio, music, request, text, whole, elapsed=round(elapsed, 3), steps=steps)
     ctx.metric("seconds", elapsed)
     ctx.metric("real_time_factor", request.seconds / max(elapsed, 1e-9))
 
@@ -141,8 +167,10 @@ def _write(
 ) -> None:
     params = request_parameters(
         request,
+        engine=music.title,
         conditioning_text=text,
         sample_rate=music.sample_rate,
+        channels=int(audio.shape[0]),
         demo_model=music.demo,
         chroma=music.melody and bool(request.chords.strip()),
         **extra,

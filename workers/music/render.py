@@ -83,8 +83,10 @@ def plan_music(music, request: MusicRequest) -> MusicPlan:
 
 
 def new_tokens(music, window: Window) -> int:
-    """Decoder steps for a window: its new frames plus the codebook delay pattern's tail."""
-    return math.ceil(window.new / music.hop) + music.num_codebooks - 1
+    """Decoder steps for a window: its new frames plus the codebook delay pattern's tail (a stereo
+    decoder interleaves a left and a right set of codebooks, each delayed on its own)."""
+    per_channel = music.num_codebooks // max(1, music.channels)
+    return math.ceil(window.new / music.hop) + per_channel - 1
 
 
 class MusicRender:
