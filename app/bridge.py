@@ -17,6 +17,8 @@ class Bridge(QObject):
 
     event = Signal(object)
     workers_changed = Signal()
+    cancel_requested = Signal(str)
+    """A cancel for a job that runs outside the workers (a model download) reaches it here."""
     _incoming = Signal(object)
 
     def __init__(self, supervisor: Supervisor, parent: QObject | None = None) -> None:
@@ -31,6 +33,7 @@ class Bridge(QObject):
 
     def cancel(self, job_id: str) -> None:
         self.supervisor.cancel(job_id)
+        self.cancel_requested.emit(job_id)
 
     def worker_states(self):
         return self.supervisor.worker_states()

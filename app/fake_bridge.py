@@ -14,6 +14,7 @@ class FakeBridge(QObject):
 
     event = Signal(object)
     workers_changed = Signal()
+    cancel_requested = Signal(str)
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,6 +34,7 @@ class FakeBridge(QObject):
 
     def cancel(self, job_id: str) -> None:
         self.cancelled.append(job_id)
+        self.cancel_requested.emit(job_id)
 
     def emit_event(self, event: object) -> None:
         self.event.emit(event)

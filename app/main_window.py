@@ -27,6 +27,7 @@ from app.image_tab import ImageTab
 from app.jobs_panel import DOCK_WIDTH, JobsPanel
 from app.jobs_state import JobsState
 from app.memory_panel import MemoryPanel, MemoryState
+from app.models_tab import ModelsTab, attach
 from app.music_tab import MusicTab
 from app.recall import Recall, droppable
 from app.settings import Settings, load_settings, save_settings
@@ -155,6 +156,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.image_tabs, "Image")
         self.tabs.addTab(self.video_tab, "Video")
         self.tabs.addTab(self.music_tab, "Music")
+        self.models_tab = ModelsTab(self.bridge)
+        self.tabs.addTab(self.models_tab, "Models")
         self._build_gallery()
         for name, form in self.remembered_forms().items():
             restore_form(form.form_fields(), self.settings.forms.get(name))
@@ -197,6 +200,7 @@ class MainWindow(QMainWindow):
         self.jobs_dock = self._dock("Jobs", self.jobs_panel)
         self.memory_dock = self._dock("Memory", self.memory_panel)
         self.splitDockWidget(self.jobs_dock, self.memory_dock, Qt.Orientation.Vertical)
+        attach(self.models_tab, self)  # the live budget, the tabs' pickers, "Use in its tab"
 
     def _default_size(self) -> None:
         screen = self.screen().availableGeometry() if self.screen() else None
@@ -326,6 +330,7 @@ class MainWindow(QMainWindow):
         self.local_api.shutdown()  # API clients see the port close before the workers go
         self.gallery.shutdown()
         self.memory_state.stop(wait_s=3.0)
+        self.models_tab.shutdown()
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         self.settings.window_state = bytes(self.saveState().toBase64()).decode()
         self.image_tab.store_settings(self.settings)

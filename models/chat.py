@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from models.chat_memory import EMBEDDED_ID, embedded_gguf_file
+from models.gguf_header import MAGIC as GGUF_MAGIC
 from models.gguf_header import require_gguf
 from models.sources import SourceKind, classify, require_safe_weights
 from workers.errors import BadInput, MissingModel
@@ -78,10 +79,18 @@ def gguf_file(spec: str, *, allow_pickle: bool = False) -> Path | None:
     if spec == EMBEDDED_ID:
         return embedded_gguf_path()
     path = Path(spec).expanduser()
-    if path.suffix.lower() == ".gguf" and path.is_file():
-        return path
+    if path.is_file() and (path.suffix.lower() == ".gguf" or _gguf_magic(path)):
+        return path  # an Ollama blob has no suffix, only the magic
     source = classify(spec, allow_pickle=allow_pickle)  # names what is missing or refused
     return source.path if source.kind is SourceKind.gguf else None
+
+
+def _gguf_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == GGUF_MAGIC
+    except OSError:
+        return False
 
 
 def resolve_folder(spec: str, *, allow_pickle: bool = False, on_status: Status = lambda _: None) -> Path:
