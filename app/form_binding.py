@@ -28,14 +28,44 @@ QT_INT_MAX = 2**31 - 1
 """A QSpinBox holds a C int: seeds above this are reachable from the CLI and the API only."""
 
 
+WHOLE_NUMBER_MAX = 2**53
+"""The largest whole number a ``WholeNumberBox`` holds: a double is exact up to here."""
+
+
+class WholeNumberBox(QDoubleSpinBox):
+    """A spin box for a whole number past a C int (a seed from another SD app runs to 2^32-1):
+    ``value()`` is an int; note that ``valueChanged`` still carries a float."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setDecimals(0)
+
+    def value(self) -> int:
+        return int(super().value())
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
+        return str(int(value))  # never "3.14159e+09" or the locale's group separators
+
+
 def spin_for(
-    request_cls: type, name: str, parent: QWidget | None = None, *, value=None, suffix: str = ""
+    request_cls: type,
+    name: str,
+    parent: QWidget | None = None,
+    *,
+    value=None,
+    suffix: str = "",
+    wide: bool = False,
 ) -> QSpinBox | QDoubleSpinBox:
-    """A spin box for one numeric request field, starting at ``value`` or the field's default."""
+    """A spin box for one numeric request field, starting at ``value`` or the field's default;
+    ``wide``: a whole number up to ``WHOLE_NUMBER_MAX`` instead of a C int (``WholeNumberBox``)."""
     info = params(request_cls)[name]
-    box = QSpinBox(parent) if info.type is int else QDoubleSpinBox(parent)
-    low, high = _limits(info)
-    if isinstance(box, QDoubleSpinBox):
+    wide = wide and info.type is int
+    if wide:
+        box = WholeNumberBox(parent)
+    else:
+        box = QSpinBox(parent) if info.type is int else QDoubleSpinBox(parent)
+    low, high = _limits(info, WHOLE_NUMBER_MAX if wide else QT_INT_MAX)
+    if isinstance(box, QDoubleSpinBox) and not wide:
         box.setDecimals(_decimals(info.spec.step))
     box.setRange(low, high)
     box.setSingleStep(info.spec.step or 1)
@@ -53,11 +83,11 @@ def tooltip(info: ParamInfo) -> str:
     return f"{info.spec.help[:1].upper()}{info.spec.help[1:]}" + (f" ({span})." if span else ".")
 
 
-def _limits(info: ParamInfo) -> tuple[float, float]:
+def _limits(info: ParamInfo, int_max: int = QT_INT_MAX) -> tuple[float, float]:
     low = 0 if info.spec.zero_means else info.spec.low
     high = info.spec.high
     if info.type is int:
-        return int(low), int(min(high, QT_INT_MAX))
+        return int(low), int(min(high, int_max))
     return float(low), float(high)
 
 

@@ -142,7 +142,7 @@ class ImageTab(QWidget):
         self.height_box = spin_for(ImageRequest, "height", suffix=" px")
         self.steps = spin_for(ImageRequest, "steps")
         self.guidance = spin_for(ImageRequest, "guidance")
-        self.seed = spin_for(ImageRequest, "seed")
+        self.seed = spin_for(ImageRequest, "seed", wide=True)  # another app's seed may pass a C int
         self.random_seed = QCheckBox("new each time")
         self.random_seed.setToolTip("Pick a fresh random seed for every image; the seed used is shown")
         self.batch_count = spin_for(ImageRequest, "batch_count")

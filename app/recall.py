@@ -63,11 +63,13 @@ def fill_form(widgets: dict[str, QWidget], values: dict) -> list[str]:
 def _fill(widget: QWidget, value) -> str:
     if isinstance(widget, QCheckBox):
         widget.setChecked(bool(value))
-    elif isinstance(widget, QSpinBox):
+    elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
         if not widget.minimum() <= value <= widget.maximum():
-            return f"{value} does not fit this form (it takes {widget.minimum()} to {widget.maximum()}): left as it was"
-        widget.setValue(int(value))
-    elif isinstance(widget, QDoubleSpinBox):
+            low, high = (f"{bound:g}" for bound in (widget.minimum(), widget.maximum()))
+            return f"{value} does not fit this form (it takes {low} to {high}): left as it was"
+        if isinstance(widget, QSpinBox):
+            widget.setValue(int(value))
+            return ""
         widget.setValue(float(value))
         if not math.isclose(widget.value(), float(value), abs_tol=1e-9):
             return f"{value} was rounded to {widget.value():g}"

@@ -353,6 +353,15 @@ def test_dropping_a_png_from_another_sd_app_fills_the_image_form(window, tmp_pat
     assert (sent.width, sent.height) == (512, 768)
 
 
+def test_a_seed_past_a_c_int_from_another_app_is_restored(window, tmp_path):
+    """A1111's seeds run to 2^32 - 1: half of them do not fit a QSpinBox."""
+    path = a1111_png(tmp_path / "big-seed.png", A1111_DROP.replace("Seed: 123", "Seed: 3141592653"))
+    assert drop(window, path)
+    assert window.image_tab.seed.value() == 3141592653
+    window.image_tab.generate()
+    assert window.bridge.last_request().seed == 3141592653
+
+
 def test_dropping_a_file_without_settings_says_why_and_changes_nothing(window, tmp_path):
     garbage = tmp_path / "broken.png"
     garbage.write_bytes(b"\x89PNG\r\n\x1a\nnot really")

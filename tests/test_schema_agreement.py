@@ -8,7 +8,7 @@ import pytest
 from app.brush_editor import BrushEditor
 from app.chat_tab import ChatTab
 from app.fake_bridge import FakeBridge
-from app.form_binding import QT_INT_MAX
+from app.form_binding import QT_INT_MAX, WHOLE_NUMBER_MAX, WholeNumberBox
 from app.image_tab import ImageTab
 from app.music_tab import MusicTab
 from app.settings import Settings
@@ -87,7 +87,8 @@ def test_gui_form_limits_defaults_and_tooltips_are_the_schema(qtbot, request_cls
         info, box = declared[name], _widget(tab, widget_name)
         low = 0 if info.spec.zero_means else info.spec.low
         assert box.minimum() == pytest.approx(low), name
-        assert box.maximum() == pytest.approx(min(info.spec.high, QT_INT_MAX)), name
+        widest = WHOLE_NUMBER_MAX if isinstance(box, WholeNumberBox) else QT_INT_MAX
+        assert box.maximum() == pytest.approx(min(info.spec.high, widest)), name
         assert box.value() == pytest.approx(info.default), name
         assert info.spec.help[:12].lower() in box.toolTip().lower(), name
 
