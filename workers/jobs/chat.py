@@ -52,7 +52,7 @@ def run(ctx: JobContext, request: ChatRequest | EmbedRequest) -> None:
     request.validate()
     if request.conversation_id:
         _check_conversation(request.conversation_id)
-    gguf = gguf_file(request.model, allow_pickle=request.allow_pickle)
+    gguf = gguf_file(request.model, allow_pickle=request.allow_pickle, on_status=ctx.status)
     if gguf is not None:
         from workers.chat_llama import run_gguf
 
