@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -97,6 +98,31 @@ def _choose(combo: QComboBox, value: str) -> str:
     return ""
 
 
+def linked_model(name: str) -> str:
+    """The model ``hearth models`` linked under this name (A1111 writes the checkpoint file's stem,
+    ``Model: dreamshaper_8``): what a job's model field takes, or "" when none is linked."""
+    from workers.paths import data_dir
+
+    database = data_dir() / "models.db"
+    if not name or not database.is_file():  # never create the registry just to look
+        return ""
+    from models.identity import FoundKind
+    from models.registry import ModelRegistry
+
+    wanted = name.casefold()
+    try:
+        with ModelRegistry(database) as registry:
+            for model in registry.models(FoundKind.image):
+                if not model.problem and wanted in {
+                    model.name.casefold(),
+                    Path(model.location).stem.casefold(),
+                }:
+                    return model.spec
+    except (OSError, sqlite3.Error, BadInput):  # a damaged registry: the form keeps its own model
+        return ""
+    return ""
+
+
 class Recall:
     """Restores settings into ``window``'s tabs (``image_tab``, ``video_tab``, ``music_tab``,
     ``brush_editor``, each with ``form_fields()``) and reports each outcome on its status bar."""
@@ -128,7 +154,12 @@ class Recall:
         model = params.get("model")
         if not info.from_hearth and isinstance(model, str) and model and not model_here(model):
             params.pop("model")
-            notes.append(f"its model {model!r} is not on this machine, so the form keeps its own")
+            linked = linked_model(model) if info.kind in ("image", "brush") else ""
+            if linked:
+                params["model"] = linked
+                notes.append(f"its model {model!r} is your linked {linked}")
+            else:
+                notes.append(f"its model {model!r} is not on this machine, so the form keeps its own")
         if info.kind in ("image", "brush"):
             notes += self._fill_image(params)
         else:

@@ -515,3 +515,16 @@ def test_edit_with_brushes_opens_a_brush_renders_own_project(qtbot, window):
     assert window.bridge.submitted == []  # its own project opens: no inversion needed
     assert window.brush_editor.document.project_path == project
     assert window.recall.last_message == "lake1.png: its brush project is open"
+
+
+def test_a_foreign_model_linked_with_hearth_models_is_used(window, tmp_path):
+    """A1111 names its checkpoint by file stem: one `hearth models` linked under it is picked."""
+    from models.registry import ModelRegistry
+    from tests.model_fixtures import SD15, write_safetensors
+
+    checkpoint = write_safetensors(tmp_path / "dreamshaper_8.safetensors", SD15)
+    with ModelRegistry() as registry:
+        registry.add(checkpoint)
+    assert drop(window, a1111_png(tmp_path / "x.png", A1111_DROP))
+    assert window.image_tab.model_box.model() == str(checkpoint)
+    assert f"its model 'dreamshaper_8' is your linked {checkpoint}" in window.recall.last_message
