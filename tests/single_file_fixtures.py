@@ -191,3 +191,95 @@ def fake_hub_cache(cache: Path, repo: str, snapshot: Path) -> Path:
     (folder / "refs" / "main").write_text(commit)
     shutil.copytree(snapshot, folder / "snapshots" / commit, dirs_exist_ok=True)
     return cache
+
+
+def _swap_halves(tensor):
+    """diffusers keeps an adaLN's (scale, shift), SD3's original files (shift, scale)."""
+    import torch
+
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first])
+
+
+def sd3_original(state: dict, config) -> dict:
+    """An SD3/3.5 transformer in Stability's original layout (``joint_blocks``, fused qkv), the
+    inverse of diffusers' ``convert_sd3_transformer_checkpoint_to_diffusers``."""
+    import torch
+
+    used: set[str] = set()
+
+    def take(key):
+        used.add(key)
+        return state[key]
+
+    def fused(prefix, names):
+        return {kind: torch.cat([take(f"{prefix}{n}.{kind}") for n in names]) for kind in ("weight", "bias")}
+
+    out = {"pos_embed": take("pos_embed.pos_embed")}
+    pairs = {
+        "x_embedder.proj": "pos_embed.proj",
+        "t_embedder.mlp.0": "time_text_embed.timestep_embedder.linear_1",
+        "t_embedder.mlp.2": "time_text_embed.timestep_embedder.linear_2",
+        "context_embedder": "context_embedder",
+        "y_embedder.mlp.0": "time_text_embed.text_embedder.linear_1",
+        "y_embedder.mlp.2": "time_text_embed.text_embedder.linear_2",
+        "final_layer.linear": "proj_out",
+    }
+    last = config["num_layers"] - 1
+    for i in range(config["num_layers"]):
+        block, ours = f"joint_blocks.{i}.", f"transformer_blocks.{i}."
+        for kind, tensor in fused(ours + "attn.", ("to_q", "to_k", "to_v")).items():
+            out[f"{block}x_block.attn.qkv.{kind}"] = tensor
+        for kind, tensor in fused(ours + "attn.", ("add_q_proj", "add_k_proj", "add_v_proj")).items():
+            out[f"{block}context_block.attn.qkv.{kind}"] = tensor
+        norms = {"x_block.attn.ln_q": "attn.norm_q", "x_block.attn.ln_k": "attn.norm_k"}
+        norms |= {
+            "context_block.attn.ln_q": "attn.norm_added_q",
+            "context_block.attn.ln_k": "attn.norm_added_k",
+        }
+        for theirs, name in norms.items():
+            if f"{ours}{name}.weight" in state:
+                out[f"{block}{theirs}.weight"] = take(f"{ours}{name}.weight")
+        pairs |= {
+            f"{block}x_block.attn.proj": f"{ours}attn.to_out.0",
+            f"{block}x_block.adaLN_modulation.1": f"{ours}norm1.linear",
+            f"{block}x_block.mlp.fc1": f"{ours}ff.net.0.proj",
+            f"{block}x_block.mlp.fc2": f"{ours}ff.net.2",
+        }
+        if i != last:  # the last block's context stream ends before its projection and MLP
+            pairs |= {
+                f"{block}context_block.attn.proj": f"{ours}attn.to_add_out",
+                f"{block}context_block.adaLN_modulation.1": f"{ours}norm1_context.linear",
+                f"{block}context_block.mlp.fc1": f"{ours}ff_context.net.0.proj",
+                f"{block}context_block.mlp.fc2": f"{ours}ff_context.net.2",
+            }
+        else:
+            for kind in ("weight", "bias"):
+                out[f"{block}context_block.adaLN_modulation.1.{kind}"] = _swap_halves(
+                    take(f"{ours}norm1_context.linear.{kind}")
+                )
+        if i in (config.get("dual_attention_layers") or ()):
+            for kind, tensor in fused(ours + "attn2.", ("to_q", "to_k", "to_v")).items():
+                out[f"{block}x_block.attn2.qkv.{kind}"] = tensor
+            pairs[f"{block}x_block.attn2.proj"] = f"{ours}attn2.to_out.0"
+            for theirs, name in {"ln_q": "norm_q", "ln_k": "norm_k"}.items():
+                if f"{ours}attn2.{name}.weight" in state:
+                    out[f"{block}x_block.attn2.{theirs}.weight"] = take(f"{ours}attn2.{name}.weight")
+    for theirs, name in pairs.items():
+        for kind in ("weight", "bias"):
+            out[f"{theirs}.{kind}"] = take(f"{name}.{kind}")
+    for kind in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(take(f"norm_out.linear.{kind}"))
+    missing = set(state) - used
+    if missing:
+        raise KeyError(f"no original name for {sorted(missing)[:5]}")
+    return {"model.diffusion_model." + k: v for k, v in out.items()}
+
+
+def write_sd3_transformer_file(pipe, path: Path) -> Path:
+    """An SD3.5 transformer alone in the original layout, as Stability's single files hold it."""
+    from safetensors.torch import save_file
+
+    tensors = sd3_original(pipe.transformer.state_dict(), pipe.transformer.config)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path

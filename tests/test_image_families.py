@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.single_file_fixtures import fake_hub_cache, write_denoiser_file, write_ldm_checkpoint
+from tests.single_file_fixtures import (
+    fake_hub_cache,
+    write_denoiser_file,
+    write_ldm_checkpoint,
+    write_sd3_transformer_file,
+)
 
 PROMPT = "a red apple"
 
@@ -36,6 +41,7 @@ def saved(tmp_path_factory):
     cache = root / "hub"
     fake_hub_cache(cache, "stabilityai/stable-diffusion-xl-base-1.0", folders["SDXL"])
     fake_hub_cache(cache, "black-forest-labs/FLUX.1-schnell", folders["Flux schnell"])
+    fake_hub_cache(cache, "stabilityai/stable-diffusion-3.5-medium", folders["SD3.5"])
     return folders, cache
 
 
@@ -126,6 +132,21 @@ def test_a_flux_transformer_alone_takes_its_encoders_and_vae_from_its_base_repo(
     assert image_family(pipe).name == "Flux schnell"
     assert all(torch.equal(tensor, pipe.transformer.state_dict()[k]) for k, tensor in tuned.items())
     assert _run(pipe).images[0].size == (32, 32)
+
+
+def test_an_sd35_transformer_file_in_the_original_layout_loads_with_its_base_repos_parts(
+    saved, offline_cache, tmp_path
+):
+    """Stability's single-file layout (``joint_blocks``, fused qkv), the encoders and VAE from the repo."""
+    from models.image import image_family, load_image_pipeline
+
+    base = load_image_pipeline(str(saved[0]["SD3.5"]))
+    path = write_sd3_transformer_file(base, tmp_path / "sd3.5_medium_tuned.safetensors")
+    pipe = load_image_pipeline(str(path))
+    assert image_family(pipe).name == "SD3.5"
+    ours, theirs = base.transformer.state_dict(), pipe.transformer.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert np.array_equal(np.asarray(_run(pipe).images[0]), np.asarray(_run(base).images[0]))
 
 
 def test_a_single_file_without_its_configs_names_the_repo_they_come_from(saved, tmp_path, monkeypatch):
