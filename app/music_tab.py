@@ -181,8 +181,9 @@ class MusicTab(QWidget):
         for model_id, title in music_models():
             self.model_picker.addItem(title, model_id)
         self.chord_note = QLabel(
-            "Chords and BPM steer MusicGen-Melody through its chroma input; other "
-            "models read them as words in the prompt.",
+            "Chords and BPM: MusicGen-Melody follows them as chroma (the harmony changes on "
+            "the bar lines); MusicGen and Stable Audio Open read them as words in the prompt. "
+            "Stable Audio Open makes one clip of up to 47 s.",
             panel,
             wordWrap=True,
         )

@@ -34,6 +34,8 @@ class VideoSettings:
     """0: slices chosen from the memory the arbiter grants; N: N frame and N spatial slices."""
     step_rehash: bool = default_of(VideoRequest, "step_rehash")
     format: str = default_of(VideoRequest, "format")
+    image: str = default_of(VideoRequest, "image")
+    """The first frame an image-to-video model animates (empty for text-to-video)."""
 
     def request(self) -> VideoRequest:
         memory_mode = f"slices:{self.manual_slices}" if self.manual_slices else "auto"
@@ -51,6 +53,7 @@ class VideoSettings:
             memory_mode=memory_mode,
             step_rehash=self.step_rehash,
             format=self.format,
+            image=self.image.strip(),
         )
 
 

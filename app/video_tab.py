@@ -73,6 +73,8 @@ class VideoTab(QWidget):
         self.prompt = QPlainTextEdit(panel, placeholderText="Describe the clip")
         self.prompt.setFixedHeight(80)
         self.negative_prompt = QLineEdit(panel, placeholderText="What to avoid")
+        self.image_path = QLineEdit(panel, placeholderText="Image file (image-to-video models only)")
+        self.image_path.setToolTip(tooltip(params(VideoRequest)["image"]))
         self.frames_box = spin_for(VideoRequest, "frames", panel, value=s.frames)
         self.fps_box = spin_for(VideoRequest, "fps", panel, value=s.fps)
         self.width_box = spin_for(VideoRequest, "width", panel, value=s.width)
@@ -96,6 +98,7 @@ class VideoTab(QWidget):
         for label, widget in (
             ("Prompt", self.prompt),
             ("Negative prompt", self.negative_prompt),
+            ("First frame", self.image_path),
             ("Frames", self.frames_box),
             ("FPS", self.fps_box),
             ("Width", self.width_box),
@@ -181,6 +184,7 @@ class VideoTab(QWidget):
         self.state.update_settings(
             prompt=self.prompt.toPlainText(),
             negative_prompt=self.negative_prompt.text(),
+            image=self.image_path.text(),
             frames=self.frames_box.value(),
             fps=self.fps_box.value(),
             width=self.width_box.value(),

@@ -172,3 +172,22 @@ def test_an_image_to_video_model_without_an_image_and_a_text_model_with_one_are_
     )
     assert with_image.returncode == 1 and "takes no image" in with_image.stderr
     assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_the_video_tab_sends_the_first_frame_and_refuses_a_missing_one(qtbot, tmp_path):
+    from app.fake_bridge import FakeBridge
+    from app.video_tab import VideoTab
+
+    bridge = FakeBridge()
+    tab = VideoTab(bridge)
+    qtbot.addWidget(tab)
+    image = tmp_path / "first.png"
+    _image(16).save(image)
+    tab.prompt.setPlainText("a cat")
+    tab.image_path.setText(str(tmp_path / "missing.png"))
+    tab.generate_button.click()
+    assert not bridge.submitted
+    assert "first-frame image" in tab.status_label.text() and "does not exist" in tab.status_label.text()
+    tab.image_path.setText(str(image))
+    tab.generate_button.click()
+    assert bridge.last_request().image == str(image)
