@@ -254,3 +254,18 @@ def test_without_qtmultimedia_the_tabs_say_so_and_offer_the_system_player(qtbot,
     video.generate()
     bridge.emit_event(Output(job_id=video.state.job_id, path=str(clip), media_type="video/mp4"))
     assert video.system_player_button.isEnabled() and video.export_buttons["gif"].isEnabled()
+
+
+def test_the_windows_the_worker_records_tile_the_song_the_tab_draws():
+    from workers.jobs.music import window_records
+    from workers.music.longform import plan_windows
+
+    rate, seconds = 32000, 7.3
+    plan = plan_windows(round(seconds * rate), window=2 * rate, context=25600, crossfade=12800, hop=640)
+    drawn = generation_windows({"windows": window_records(plan, rate, seed=40)})
+    assert len(drawn) == len(plan) > 3
+    assert drawn[0].start_s == 0 and drawn[-1].end_s == pytest.approx(seconds, abs=1e-4)
+    for before, after in zip(drawn, drawn[1:], strict=False):
+        assert after.start_s == pytest.approx(before.end_s, abs=1e-4)  # no gap, no overlap
+        assert after.crossfade_s == pytest.approx(0.4) and after.context_s == pytest.approx(0.8)
+    assert [w.seed for w in drawn] == [40 + i for i in range(len(plan))]
