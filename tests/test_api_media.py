@@ -139,3 +139,17 @@ def test_models_lists_every_kind_with_a_fit_verdict(api):
     kinds = {m.model_extra["kind"] for m in models.values()}
     assert kinds == {"chat", "image", "video", "music"}
     assert models["demo-sd"].model_extra["fit"]["verdict"] in ("fits", "fits_reduced", "cpu_only", "wont_fit")
+
+
+def test_an_image_takes_a_sampler_but_never_a_path_on_this_machine(api):
+    result = api.client().images.generate(
+        prompt="a red kite", size="64x64", extra_body={"steps": 2, "sampler": "DPM++ 2M Karras"}
+    )
+    assert "Sampler: DPM++ 2M Karras" in png_of(result.data[0]).text["parameters"]
+    headers = {"Authorization": f"Bearer {api.server.key}"}
+    for field, value in (("init_image", "/etc/hostname"), ("loras", "/etc/hostname:1"), ("upscale", 2)):
+        response = httpx.post(
+            api.base_url + "/images/generations", headers=headers, json={"prompt": "x", field: value}
+        )
+        assert response.status_code == 400, field
+        assert response.json()["error"]["param"] == field
