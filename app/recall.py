@@ -27,6 +27,7 @@ from models.catalog import entry as catalog_entry
 from workers.errors import BadInput
 from workers.generation_info import SUFFIXES, GenerationInfo, read_info, request_fields
 from workers.protocol import ImageRequest, MusicRequest, VideoRequest
+from workers.schema import default_of
 from workers.schema import params as param_specs
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -218,7 +219,13 @@ class Recall:
         values = dict(restored.fields, negative_prompt=restored.negative_prompt)
         if restored.prompt:
             values["prompt"] = restored.prompt
-        return list(restored.notes) + fill_form(widgets, values)
+        # A setting the form has no widget for goes back to its default on the next run: say so.
+        missing = [
+            f"{name.replace('_', ' ')} {value!r} is not in this form (the next run uses {default_of(request_cls, name)!r})"
+            for name, value in restored.fields.items()
+            if name not in widgets and name != "memory_mode" and value != default_of(request_cls, name)
+        ]
+        return list(restored.notes) + fill_form(widgets, values) + missing
 
     def edit_with_brushes(self, path: Path, info: GenerationInfo | None) -> bool:
         """Open an image as a brush project base: its own project when it is a brush render whose

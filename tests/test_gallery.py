@@ -294,6 +294,10 @@ def test_use_these_settings_fills_the_video_and_music_forms(qtbot, window):
     window.video_tab.generate()
     assert window.bridge.last_request() == video
 
+    rehashed = dataclasses.replace(video, step_rehash=True, rehash_interval=3)
+    _use(qtbot, window, video_output("rehashed.mp4", rehashed))
+    assert "rehash interval 3 is not in this form (the next run uses 2)" in window.recall.last_message
+
     music = MusicRequest(
         prompt="calm piano", seconds=3.0, chords="C G Am F", bpm=96, meter="3/4", seed=11, temperature=0.8
     )
