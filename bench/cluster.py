@@ -18,8 +18,8 @@ renders placed across nodes, and the real per-job cost of the Ray transport.
    Twelve seeds (six with ``--quick``), mean / min / max, besides the one trace.
 2. Real processes (skipped with ``--sim-only``): a tiny image job (1 step, 64x64, demo model)
    through local worker processes and through a Ray actor on a one-node Ray cluster on this
-   machine, warm workers, median submit-to-finished of ``--jobs`` jobs each, and the bytes it
-   moved through the object store.
+   machine, both warm and up at once, their jobs alternating; median submit-to-finished of
+   ``--jobs`` jobs each, and the bytes a job moved through the object store.
 
     python bench/cluster.py --quick     # CPU: simulation in seconds, the Ray part in a minute or two
 """
@@ -233,28 +233,29 @@ def across_seeds(count: int, quick: bool) -> dict:
 # -- the real transport ----------------------------------------------------------------------------
 
 
-def _tiny_jobs(supervisor, events, out_dir: Path, jobs: int, tag: str) -> list[float]:
-    from workers.protocol import Finished, ImageRequest
+def _tiny_job(supervisor, events, out: Path) -> tuple[float, float]:
+    """(submit to Finished, submit to Started) of one tiny image job, in seconds."""
+    from workers.protocol import Finished, ImageRequest, Started
 
-    def one(index: int) -> float:
-        request = ImageRequest(prompt="a dot", steps=1, out_path=str(out_dir / f"{tag}-{index}.png"))
-        began = time.perf_counter()
-        job = supervisor.submit(request, priority=Priority.interactive)
-        while True:
-            event = events.get(timeout=600)
-            if getattr(event, "job_id", None) == job and type(event).__name__ in (
-                "Finished",
-                "Cancelled",
-                "Failed",
-            ):
-                assert isinstance(event, Finished), event
-                return time.perf_counter() - began
-
-    one(-1)  # warm: the worker has loaded the model, the arbiter granted its lease once
-    return [one(i) for i in range(jobs)]
+    began = time.perf_counter()
+    started = 0.0
+    job = supervisor.submit(
+        ImageRequest(prompt="a dot", steps=1, out_path=str(out)), priority=Priority.interactive
+    )
+    while True:
+        event = events.get(timeout=600)
+        if getattr(event, "job_id", None) != job:
+            continue
+        if isinstance(event, Started):
+            started = time.perf_counter() - began
+        if type(event).__name__ in ("Finished", "Cancelled", "Failed"):
+            assert isinstance(event, Finished), event
+            return time.perf_counter() - began, started
 
 
 def transport_overhead(jobs: int) -> dict:
+    """Both supervisors up and warm at once, their jobs alternating: the machine's load (two
+    shared cores) falls on both alike."""
     import queue
 
     from workers.cluster.simulated import simulated_cluster
@@ -268,40 +269,49 @@ def transport_overhead(jobs: int) -> dict:
     os.environ.setdefault("HEARTH_MODELS_DIR", str(root / "models"))
     os.environ["HEARTH_ARBITER_SOCKET"] = str(root / "hearth_runtime_dir" / "arbiter.sock")
     os.environ["HEARTH_ARBITER_DEVICE"] = "sim:2GiB"
+    # Ray starts its workers with one OpenMP thread; local workers get the same, or the two
+    # shared cores' contention (docs/FIELD-NOTES.md §0) would be measured instead of the transport.
+    os.environ["OMP_NUM_THREADS"] = "1"
     out = root / "out"
     out.mkdir()
-    results = {}
-    events: queue.Queue = queue.Queue()
-    local = Supervisor(kinds=[WorkerKind.image], listener=events.put, restore_queue=False)
+    times: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
+    local_events: queue.Queue = queue.Queue()
+    local = Supervisor(kinds=[WorkerKind.image], listener=local_events.put, restore_queue=False)
     local.start()
     try:
         assert local.wait_ready(timeout=600)
-        results["local"] = _tiny_jobs(local, events, out, jobs, "local")
+        _tiny_job(local, local_events, out / "warm-local.png")  # builds the demo model once
+        with simulated_cluster(root / "nodes", ["sim:2GiB"]) as cluster:
+            ray_events: queue.Queue = queue.Queue()
+            remote = Supervisor(
+                kinds=[WorkerKind.image],
+                listener=ray_events.put,
+                restore_queue=False,
+                transport=RayTransport(cluster.address),
+            )
+            remote.start()
+            try:
+                assert remote.wait_ready(timeout=600)
+                _tiny_job(remote, ray_events, out / "warm-ray.png")
+                for index in range(jobs):
+                    times["local"].append(_tiny_job(local, local_events, out / f"local-{index}.png"))
+                    times["ray"].append(_tiny_job(remote, ray_events, out / f"ray-{index}.png"))
+                traffic = remote.traffic.get("image", 0) / (jobs + 1)
+            finally:
+                remote.shutdown()
     finally:
         local.shutdown()
-    with simulated_cluster(root / "nodes", ["sim:2GiB"]) as cluster:
-        events = queue.Queue()
-        remote = Supervisor(
-            kinds=[WorkerKind.image],
-            listener=events.put,
-            restore_queue=False,
-            transport=RayTransport(cluster.address),
-        )
-        remote.start()
-        try:
-            assert remote.wait_ready(timeout=600)
-            results["ray"] = _tiny_jobs(remote, events, out, jobs, "ray")
-            traffic = remote.traffic.get("image", 0) / (jobs + 1)
-        finally:
-            remote.shutdown()
-    local_s, ray_s = statistics.median(results["local"]), statistics.median(results["ray"])
+    local_s, ray_s = (statistics.median(t for t, _ in times[k]) for k in ("local", "ray"))
+    local_start, ray_start = (statistics.median(s for _, s in times[k]) for k in ("local", "ray"))
     return {
         "jobs": jobs,
         "local_median_s": round(local_s, 4),
         "ray_median_s": round(ray_s, 4),
         "ray_overhead_ms": round((ray_s - local_s) * 1000, 1),
-        "local_all_s": [round(t, 4) for t in results["local"]],
-        "ray_all_s": [round(t, 4) for t in results["ray"]],
+        "local_submit_to_started_ms": round(local_start * 1000, 1),
+        "ray_submit_to_started_ms": round(ray_start * 1000, 1),
+        "local_all_s": [round(t, 4) for t, _ in times["local"]],
+        "ray_all_s": [round(t, 4) for t, _ in times["ray"]],
         "object_store_bytes_per_image_job": int(traffic),
     }
 
@@ -312,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", action="store_true", help="same simulation; printed for bench/gpu.sh")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--renders", type=int, default=8, help="background renders queued on the cluster")
-    parser.add_argument("--jobs", type=int, default=5, help="tiny image jobs per transport (the Ray part)")
+    parser.add_argument("--jobs", type=int, default=9, help="tiny image jobs per transport (the Ray part)")
     parser.add_argument("--sim-only", action="store_true", help="leave out the real Ray part")
     args = parser.parse_args(argv)
     quick = args.quick or not args.gpu
@@ -332,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         "simulated": "discrete-event simulation driving the real Ledger per node and the real placement",
         "background_throughput": "solo seconds of finished renders / (last finish - first arrival)",
         "across_seeds": seeds,
-        "transport": "tiny image job (1 step, 64x64, demo-sd), warm worker, submit to Finished, median",
+        "transport": "tiny image job (1 step, 64x64, demo-sd), warm workers with one OpenMP thread each, "
+        "jobs alternating between the two transports, submit to Finished (and to Started), median",
     }
     ratio = {
         "background_throughput_2_vs_1": round(two["background_throughput"] / one["background_throughput"], 3)

@@ -49,11 +49,13 @@ class Driver:
     """The driver process: commands in, replies and supervisor events out."""
 
     def __init__(self, root: Path) -> None:
+        self.log = root / "driver.log"
+        self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.test_cluster_supervisor", str(root)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=open(root / "driver.log", "wb"),  # noqa: SIM115 - closed in close()
+            stderr=self._log_file,
             cwd=Path(__file__).resolve().parents[1],
             text=True,
         )
@@ -63,7 +65,6 @@ class Driver:
         self._ids = itertools.count()
         self._reader = threading.Thread(target=self._read, name="cluster-driver-reader", daemon=True)
         self._reader.start()
-        self.log = root / "driver.log"
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -122,6 +123,7 @@ class Driver:
         self.process.stdin.close()
         self._reader.join(10)
         self.process.stdout.close()
+        self._log_file.close()
 
 
 @pytest.fixture(scope="module")
