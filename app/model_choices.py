@@ -40,7 +40,8 @@ def verdict_text(model, budget: Budget) -> str:
         return "-"
     words = VERDICT_WORDS[fit.verdict]
     if fit.verdict in (Verdict.fits_reduced, Verdict.cpu_only):
-        return f"{words} ({fit.tier}, ~{fit.slowdown:g}x slower)"
+        slower = f", ~{fit.slowdown:g}x slower" if fit.slowdown >= 1.5 else ""  # a tiny model: about as fast
+        return f"{words} ({fit.tier}{slower})"
     return words
 
 

@@ -40,7 +40,11 @@ from workers.arbiter.units import format_bytes
 from workers.errors import BadInput, HearthError, MissingModel
 
 log = logging.getLogger(__name__)
-COLUMNS = ("Name", "Kind", "Family", "Params", "Quant", "Size", "Fit", "Tiers", "Source", "Location", "State")
+COLUMNS = ("Name", "Kind", "Family", "Params", "Quant", "Size", "Fit", "State", "Source", "Tiers", "Location")
+NAME_WIDTH = 300
+"""Pixels of the Name column (a hub repo's GGUF is named by its whole path): elided in the middle."""
+STATE_WIDTH = 220
+"""The State column: why a model can't run is elided here and whole in its tooltip."""
 RUNS_IN = {"image": "Image", "chat": "Chat", "video": "Video", "music": "Music"}
 """The tab a model of each kind runs in."""
 VERDICT_COLOURS = {"fits": "#166534", "fits_reduced": "#92400e", "cpu_only": "#9a3412", "wont_fit": "#b91c1c"}
@@ -69,7 +73,13 @@ class ModelsState(QObject):
         """Whether ``budget`` is the running arbiter's."""
         self.models: list = []
         self.message = ""
-        self.offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        self.offline_forced = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+        )
+        self.offline = self.offline_forced
         self.scanning = False
         self._scan_thread: threading.Thread | None = None
         self.downloads = DownloadJobs(bridge, self)
@@ -236,15 +246,12 @@ class ModelsTab(QWidget):
         self.state.models_changed.connect(self.refresh)
         self.state.budget_changed.connect(self.refresh)
         self.state.message_changed.connect(self.status.setText)
-        self.state.offline_changed.connect(self.offline_notice.setVisible)
+        self.state.offline_changed.connect(self._show_offline)
         self.state.downloads.changed.connect(self._show_download)
         self.refresh()
 
     def _build(self) -> None:
-        self.offline_notice = QLabel(
-            "Offline: can't reach the hub: offline? everything on disk still works. Downloads wait until "
-            "the hub answers; every model below runs as before."
-        )
+        self.offline_notice = QLabel(self._offline_words())
         self.offline_notice.setObjectName("notice")
         self.offline_notice.setStyleSheet(NOTICE_STYLE)
         self.offline_notice.setWordWrap(True)
@@ -290,8 +297,15 @@ class ModelsTab(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        self.table.setColumnWidth(0, NAME_WIDTH)
+        header.setSectionResizeMode(COLUMNS.index("State"), QHeaderView.ResizeMode.Interactive)
+        self.table.setColumnWidth(COLUMNS.index("State"), STATE_WIDTH)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setWordWrap(False)
         self.table.itemSelectionChanged.connect(self._enable)
         self.table.itemDoubleClicked.connect(lambda _item: self.use_selected())
         self.budget_label = QLabel()
@@ -343,10 +357,10 @@ class ModelsTab(QWidget):
             (identity.dtype or "-", ""),
             (format_bytes(identity.file_bytes) if identity.file_bytes else "-", ""),
             (verdict_text(model, self.state.budget), ""),
-            (self._tiers(model), ""),
-            (model.source, ""),
-            (model.location, model.path),
             (state, ""),
+            (model.source, ""),
+            (self._tiers(model), ""),
+            (model.location, model.path),
         ]
 
     def _tiers(self, model) -> str:
@@ -384,6 +398,17 @@ class ModelsTab(QWidget):
         )
         self.buttons["remove"].setEnabled(model is not None)
         self.buttons["remove"].setText("Delete…" if model is not None and model.downloaded else "Remove…")
+
+    def _offline_words(self) -> str:
+        from models.download import OFFLINE
+
+        why = " (HF_HUB_OFFLINE is set)" if self.state.offline_forced else ""
+        return f"{OFFLINE[0].upper()}{OFFLINE[1:]}{why}. Downloads wait for the hub; every model below runs as before."
+
+    @Slot(bool)
+    def _show_offline(self, offline: bool) -> None:
+        self.offline_notice.setText(self._offline_words())
+        self.offline_notice.setVisible(offline)
 
     @Slot(str)
     def _show_download(self, job_id: str) -> None:
