@@ -105,6 +105,8 @@ def compact_picker(combo: QComboBox) -> QComboBox:
     hub id would otherwise widen the tab, and with it the window, past a laptop's screen."""
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(PICKER_MIN_CHARACTERS)
+    if combo.isEditable():  # a title longer than the box shows its start, not its tail
+        combo.currentIndexChanged.connect(lambda _: combo.lineEdit().setCursorPosition(0))
     return combo
 
 

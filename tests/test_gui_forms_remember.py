@@ -215,3 +215,15 @@ def test_ctrl_enter_generates_in_every_tab(qtbot):
     assert isinstance(bridge.last_request(), MusicRequest)
     assert window.music_tab.prompt.toPlainText() == "calm piano", "Ctrl+Enter is not typed as a new line"
     assert len(bridge.submitted) == 5, "one job per press, in the tab that has the focus only"
+
+
+def test_a_long_model_title_shows_its_start_in_a_narrow_picker(qtbot):
+    from app.form_binding import compact_picker
+
+    combo = compact_picker(QComboBox(editable=True))
+    qtbot.addWidget(combo)
+    combo.addItem("Demo AnimateDiff (tiny, random weights)", "demo")
+    combo.addItem("Another model with a very long title indeed", "other")
+    combo.setCurrentIndex(1)
+    assert combo.lineEdit().cursorPosition() == 0
+    assert combo.minimumSizeHint().width() < combo.fontMetrics().horizontalAdvance(combo.itemText(1))
