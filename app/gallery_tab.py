@@ -55,6 +55,7 @@ class GalleryItems(QAbstractListModel):
         super().__init__(parent)
         self.worker = worker
         self.entries: list[GalleryEntry] = []
+        self.keys: set[str] = set()
         self.pixmaps: OrderedDict[str, QPixmap] = OrderedDict()
         self.problems: dict[str, str] = {}
         self.placeholders = {kind: _placeholder(kind) for kind in KINDS}
@@ -104,19 +105,21 @@ class GalleryItems(QAbstractListModel):
             self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ToolTipRole])
 
     def row_of(self, key: str) -> int:
+        if key not in self.keys:
+            return -1
         return next((i for i, entry in enumerate(self.entries) if entry.key == key), -1)
 
     def reset(self) -> None:
         self.beginResetModel()
-        self.entries = []
+        self.entries, self.keys = [], set()
         self.endResetModel()
 
     def append(self, entries: list[GalleryEntry]) -> None:
-        known = {entry.key for entry in self.entries}
-        entries = [entry for entry in entries if entry.key not in known]
+        entries = [entry for entry in entries if entry.key not in self.keys]
         if entries:
             self.beginInsertRows(QModelIndex(), len(self.entries), len(self.entries) + len(entries) - 1)
             self.entries.extend(entries)
+            self.keys.update(entry.key for entry in entries)
             self.endInsertRows()
 
     def put_first(self, entry: GalleryEntry) -> None:
@@ -124,6 +127,7 @@ class GalleryItems(QAbstractListModel):
         self.remove(entry.key)
         self.beginInsertRows(QModelIndex(), 0, 0)
         self.entries.insert(0, entry)
+        self.keys.add(entry.key)
         self.endInsertRows()
 
     def remove(self, key: str) -> None:
@@ -134,6 +138,7 @@ class GalleryItems(QAbstractListModel):
         if row >= 0:
             self.beginRemoveRows(QModelIndex(), row, row)
             del self.entries[row]
+            self.keys.discard(key)
             self.endRemoveRows()
 
 

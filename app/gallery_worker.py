@@ -9,6 +9,7 @@ past. Results come back as Qt signals, delivered queued on the GUI thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
@@ -134,6 +135,9 @@ class GalleryWorker(QObject):
 
     def _scan(self, generation: int) -> None:
         def stale() -> bool:
+            # Called between two files: a zero sleep hands the GIL to the GUI thread if it waits, so
+            # a scan of thousands of files never holds the window up for more than one file.
+            time.sleep(0)
             return self._stopping or self._generation != generation
 
         for entries in scan(self.roots(), stop=stale):
