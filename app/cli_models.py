@@ -12,7 +12,9 @@ Reading the command line imports nothing heavy; the registry is opened only to r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from dataclasses import dataclass, field
 
@@ -235,7 +237,7 @@ def _download(registry, args, budget) -> int | None:
         check_disk(plan)
     bar = _ByteBar(plan)
     try:
-        with hub_session():
+        with hub_session(), _hang_up_cancels():
             download(plan, progress=bar.show)
     except (KeyboardInterrupt, DownloadCancelled):
         bar.close()
@@ -258,6 +260,21 @@ def _download(registry, args, budget) -> int | None:
             )
             _details(model, budget)
     return None
+
+
+@contextlib.contextmanager
+def _hang_up_cancels():
+    """A closed terminal (SIGHUP) or SIGTERM stops a download as Ctrl-C does: cleanly, its bytes kept."""
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _ByteBar:
