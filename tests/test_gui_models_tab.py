@@ -17,6 +17,7 @@ from app.fake_bridge import FakeBridge
 from app.jobs_state import JobsState
 from app.models_tab import COLUMNS, ModelsTab
 from app.music_tab import MusicTab
+from app.video_tab import VideoTab
 from models.registry import ModelRegistry
 from tests import model_fixtures as mf
 from tests.hub_server import FakeHub
@@ -217,8 +218,20 @@ def test_the_pickers_list_the_registrys_models_with_verdicts_and_use_sets_them(q
     assert window.tabs.currentWidget() is chat
     assert chat.state.settings.model == ollama.path and "blobs/sha256-" in ollama.path
     assert chat.model_picker.currentText() == "llama3.2:latest · fits"
-    music = window.findChild(MusicTab).model_picker
+    music_tab = window.findChild(MusicTab)
+    music = music_tab.model_picker
     assert "facebook/musicgen-small · fits" in [music.itemText(i) for i in range(music.count())]
+    musicgen = next(m for m in tab.state.models if m.name == "facebook/musicgen-small")
+    tab.select(musicgen.id)
+    tab.use_selected()
+    assert window.tabs.currentWidget() is music_tab and music_tab.request().model == musicgen.spec
+    video_tab = window.findChild(VideoTab)
+    wan = next(m for m in tab.state.models if m.name == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
+    tab.select(wan.id)
+    tab.use_selected()
+    assert window.tabs.currentWidget() is video_tab
+    assert video_tab.model_picker.currentText() == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers · fits"
+    assert video_tab.model_picker.currentData() == wan.spec == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
     with qtbot.waitSignal(tab.state.budget_changed):
         tab.state.follow_ledger(LedgerSnapshot(budget=0, total=8 * GIB, headroom=GIB, used_outside=7 * GIB))
     titles = [picker.itemText(i) for i in range(picker.count())]
