@@ -36,14 +36,15 @@ def native_tile(pipe) -> int:
 
 
 def generate_images(
-    ctx: JobContext, pipe, request: ImageRequest, first: Path, init, preview: Callable
+    ctx: JobContext, pipe, request: ImageRequest, first: Path, init, preview: Callable, loras=()
 ) -> None:
-    """Run ``request`` on ``pipe``; ``init``: the loaded init image (already at the output size) or None."""
+    """Run ``request`` on ``pipe``; ``init``: the loaded init image (already at the output size) or
+    None; ``loras``: the request's LoRAs as ``image_lora.resolve_loras`` checked them."""
     from workers.image_lora import applied_loras
 
     job = _ImageJob(ctx, pipe, request, init, preview)
     try:
-        with applied_loras(job.text2img, request.loras):
+        with applied_loras(job.text2img, loras):
             for index, path in enumerate(batch_paths(first, request.batch_count)):
                 job.make(index, path)
     finally:

@@ -29,12 +29,14 @@ def resolve_lora(name: str) -> Path:
     path = Path(name).expanduser()
     if not path.is_file():
         path = _registered(name)
-    identity = identify(path)
+    try:
+        identity = identify(path)
+    except BadInput as exc:  # damaged, hostile, or not a model file at all
+        raise BadInput(f"LoRA {path.name}: {exc}", field="loras") from None
     if identity.kind is not FoundKind.lora:
         what = identity.kind.value if identity.kind is not FoundKind.unknown else "not a model Hearth knows"
-        raise BadInput(
-            f"{path.name} is not a LoRA ({what}{': ' + identity.reason if identity.reason else ''})"
-        )
+        reason = f": {identity.reason}" if identity.reason else ""
+        raise BadInput(f"{path.name} is not a LoRA ({what}{reason})", field="loras")
     return path
 
 
@@ -52,16 +54,20 @@ def _registered(name: str) -> Path:
     return Path(model.path)
 
 
+def resolve_loras(loras: str) -> tuple[tuple[LoraChoice, Path], ...]:
+    """Each LoRA of a request's ``loras`` field with its checked file (before any model loads)."""
+    return tuple((choice, resolve_lora(choice.name)) for choice in parse_loras(loras))
+
+
 @contextmanager
-def applied_loras(pipe, loras: str) -> Iterator[tuple[tuple[LoraChoice, Path], ...]]:
+def applied_loras(pipe, chosen: tuple[tuple[LoraChoice, Path], ...]) -> Iterator[None]:
     """Inside the block, ``pipe`` (and every pipeline sharing its UNet and text encoder) runs with
-    the LoRAs of a request's ``loras`` field at their weights; yields each choice with its file."""
-    chosen = tuple((choice, resolve_lora(choice.name)) for choice in parse_loras(loras))
+    the ``resolve_loras`` LoRAs at their weights."""
     active = [
         (f"hearth_lora_{i}", choice, path) for i, (choice, path) in enumerate(chosen) if choice.weight != 0
     ]
     if not active:
-        yield chosen
+        yield
         return
     try:
         for adapter, choice, path in active:
@@ -70,7 +76,7 @@ def applied_loras(pipe, loras: str) -> Iterator[tuple[tuple[LoraChoice, Path], .
             pipe.set_adapters([a for a, _, _ in active], adapter_weights=[c.weight for _, c, _ in active])
         except ValueError as exc:  # a file whose keys matched no layer of this model loads as nothing
             raise BadInput(f"LoRA {', '.join(c.name for _, c, _ in active)}: {_first_line(exc)}") from None
-        yield chosen
+        yield
     finally:
         pipe.unload_lora_weights()
 

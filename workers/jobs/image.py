@@ -41,10 +41,12 @@ def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
 
     from workers.devices import compute_device
     from workers.image_generate import generate_images, native_tile
+    from workers.image_lora import resolve_loras
     from workers.img2img import load_init_image
 
     path = output_path(request.out_path, ctx.job_id, ".png")
     init = load_init_image(request.init_image, request.upscale) if request.init_image else None
+    loras = resolve_loras(request.loras)  # a bad file is named before minutes of model loading
     ctx.status(f"loading {request.model}")
     pipe = ctx.cache.get_or_load(f"sd:{request.model}", lambda: _load(request.model))
     device = compute_device()
@@ -55,7 +57,8 @@ def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
             width, height = min(width, native_tile(pipe)), min(height, native_tile(pipe))
         sized = replace(request, width=width, height=height)
     ctx.lease_memory(f"sd:{request.model}", _tiers(pipe, sized, device), on_release=lambda: pipe.to("cpu"))
-    generate_images(ctx, pipe, request, path, init, preview=previewer(pipe, request.width, request.height))
+    preview = previewer(pipe, sized.width, sized.height)  # the size the UNet sees: a tile when upscaling
+    generate_images(ctx, pipe, request, path, init, preview=preview, loras=loras)
 
 
 def _load(model: str):
