@@ -237,6 +237,7 @@ TINY_BUILDERS: dict[str, Callable] = {
     "SD1.5": build_tiny_sd15,
     "SD2": build_tiny_sd2,
     "SDXL": build_tiny_sdxl,
+    "SDXL Lightning": lambda seed=0: build_tiny_sdxl(seed, few_step=True),
     "SD3.5": build_tiny_sd3,
     "Flux schnell": build_tiny_flux,
     "Flux": lambda seed=0: build_tiny_flux(seed, schnell=False),

@@ -1,8 +1,9 @@
 """The four brush guarantees on every image family, each on a tiny random-weight model of it.
 
-SD 1.5 is proven in ``test_brushes_render.py``; here the same properties on SD2 (v-prediction), SDXL (a UNet with
-pooled text and size conditioning), SD3.5 (an MMDiT, flow matching) and Flux schnell and dev (a
-transformer on packed latents, flow matching, dev with its guidance embedding):
+SD 1.5 is proven in ``test_brushes_render.py``; here the same properties on SD2 (v-prediction),
+SDXL (a UNet with pooled text and size conditioning) and its few-step variant (trailing
+timesteps), SD3.5 (an MMDiT, flow matching) and Flux schnell and dev (a transformer on packed
+latents, flow matching, dev with its guidance embedding):
 1. latents and pixels outside the visible masks are bit-identical to the base image's;
 2. layers with disjoint masks commute bit-exactly;
 3. hiding a layer gives exactly the composite without it;
@@ -24,7 +25,7 @@ import torch
 SIZE = 32
 STEPS = 6
 PROMPT = "a red apple on a wooden table"
-FAMILIES = ("SD2", "SDXL", "SD3.5", "Flux schnell", "Flux")
+FAMILIES = ("SD2", "SDXL", "SDXL Lightning", "SD3.5", "Flux schnell", "Flux")
 
 
 def _box(top: int, left: int, bottom: int, right: int) -> np.ndarray:
