@@ -107,17 +107,28 @@ def load_image_pipeline(spec: str, allow_pickle: bool = False, device: str = "cp
 
 
 def image_family(pipe) -> ImageFamily:
-    """The family a pipeline was loaded as (built directly, as tests do: told from its class)."""
+    """The family a pipeline was loaded as (one built directly, as tests do: told from its configs,
+    as ``models.folder_families`` tells a saved folder's)."""
     family = getattr(pipe, FAMILY_ATTRIBUTE, None)
     if family is not None:
         return family
-    from models.image_families import FAMILIES
-
     name = type(pipe).__name__
-    for candidate in FAMILIES:
-        if candidate.pipeline == name:
-            return profile_for(candidate.name, guidance_embeds=_guidance_embeds(pipe)) or candidate
-    raise MissingModel(f"a {name} is not a pipeline Hearth's image tab runs (it runs {', '.join(SUPPORTED)})")
+    few_step = pipe.scheduler.config.get("timestep_spacing") == "trailing"
+    match name:
+        case "StableDiffusionPipeline":
+            found = "SD2" if pipe.unet.config.cross_attention_dim == 1024 else "SD1.5"
+        case "StableDiffusionXLPipeline":
+            found = "SDXL"
+        case "StableDiffusion3Pipeline":
+            config = pipe.transformer.config
+            found = "SD3.5" if config.num_layers == 38 or config.dual_attention_layers else "SD3"
+        case "FluxPipeline":
+            found = "Flux"
+        case _:
+            raise MissingModel(
+                f"a {name} is not a pipeline Hearth's image tab runs (it runs {', '.join(SUPPORTED)})"
+            )
+    return profile_for(found, few_step=few_step, guidance_embeds=_guidance_embeds(pipe))
 
 
 def family_dtype(family: ImageFamily, device: str):
