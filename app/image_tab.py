@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import QT_INT_MAX, spin_for, tooltip
+from app.form_binding import QT_INT_MAX, form_values, restore_form, spin_for, tooltip
 from app.image_lora_list import LoraList
 from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
 from models.catalog import HOW_TO_ADD_MODELS, ModelKind, entries, entry
@@ -290,6 +290,25 @@ class ImageTab(QWidget):
         self.height_box.setValue(settings.image_height)
         self.steps.setValue(settings.image_steps)
         self.guidance.setValue(settings.image_guidance)
+        saved = getattr(settings, "forms", {}).get("image")
+        if isinstance(saved, dict):
+            restore_form(self._remembered(), saved)
+            loras = saved.get("loras")
+            if isinstance(loras, str):
+                try:
+                    self.loras.set_text(loras)
+                except BadInput:
+                    pass  # a list saved by another version that no longer parses: start empty
+
+    def _remembered(self) -> dict[str, QWidget]:
+        """The fields beyond ``Settings``' own image ones that come back next launch (not the init
+        image: a picture chosen once is not a setting)."""
+        return {
+            "negative_prompt": self.negative_prompt,
+            "sampler": self.sampler,
+            "batch_count": self.batch_count,
+            "strength": self.strength,
+        }
 
     def form_fields(self) -> dict[str, QWidget]:
         """The form's widgets by request field name ("Use these settings" fills them, ``app/recall.py``)."""
@@ -313,6 +332,8 @@ class ImageTab(QWidget):
         settings.image_model = self.model_box.model() or default_of(ImageRequest, "model")
         settings.image_width, settings.image_height = self.width_box.value(), self.height_box.value()
         settings.image_steps, settings.image_guidance = self.steps.value(), self.guidance.value()
+        if hasattr(settings, "forms"):
+            settings.forms["image"] = {**form_values(self._remembered()), "loras": self.loras.text()}
 
     @Slot(str)
     def _describe_model(self, model: str) -> None:

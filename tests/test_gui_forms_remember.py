@@ -76,7 +76,8 @@ def test_every_form_is_restored_after_closing_and_reopening(qtbot, tmp_path):
     fill_every_form(first, custom_model)
     first.close()
     saved = json.loads(settings_path().read_text())["forms"]
-    assert set(saved) == {"chat", "video", "music", "brushes"} and saved["music"]["seed"] == 77
+    # "image": the Image tab's fields beyond Settings' own (sampler, batch, strength, LoRAs...)
+    assert set(saved) == {"chat", "video", "music", "brushes", "image"} and saved["music"]["seed"] == 77
 
     window, bridge = open_window(qtbot)
     chat = window.chat_tab

@@ -214,3 +214,24 @@ def test_previews_batch_and_upscale_through_a_real_worker(qtbot, tmp_path):
         window.close()
         supervisor.shutdown()
         supervisor.store.close()
+
+
+def test_sampler_batch_strength_negative_and_loras_come_back_next_launch(qtbot, bridge):
+    from app.settings import Settings, load_settings, save_settings
+
+    first = ImageTab(bridge, settings=Settings())
+    qtbot.addWidget(first)
+    first.sampler.setCurrentIndex(first.sampler.findText("UniPC"))
+    first.batch_count.setValue(4)
+    first.strength.setValue(0.35)
+    first.negative_prompt.setText("blurry")
+    first.loras.add("my-style-lora", 0.6)
+    first.init_image.setText("/somewhere/picture.png")
+    settings = Settings()
+    first.store_settings(settings)
+    save_settings(settings)
+    again = ImageTab(bridge, settings=load_settings())
+    qtbot.addWidget(again)
+    assert again.sampler.currentData() == "UniPC" and again.batch_count.value() == 4
+    assert again.strength.value() == pytest.approx(0.35) and again.negative_prompt.text() == "blurry"
+    assert again.loras.text() == "my-style-lora:0.6" and again.init_image.text() == ""
