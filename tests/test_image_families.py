@@ -42,6 +42,9 @@ def saved(tmp_path_factory):
     fake_hub_cache(cache, "stabilityai/stable-diffusion-xl-base-1.0", folders["SDXL"])
     fake_hub_cache(cache, "black-forest-labs/FLUX.1-schnell", folders["Flux schnell"])
     fake_hub_cache(cache, "stabilityai/stable-diffusion-3.5-medium", folders["SD3.5"])
+    folders["SD1.5"] = root / "sd15"
+    TINY_BUILDERS["SD1.5"](seed=0).save_pretrained(folders["SD1.5"])
+    fake_hub_cache(cache, "stable-diffusion-v1-5/stable-diffusion-v1-5", folders["SD1.5"])
     return folders, cache
 
 
@@ -107,6 +110,18 @@ def test_a_hub_id_in_the_cache_loads_offline_as_its_family(saved, offline_cache)
 
     pipe = load_image_pipeline("black-forest-labs/FLUX.1-schnell")
     assert type(pipe).__name__ == "FluxPipeline" and image_family(pipe).name == "Flux schnell"
+
+
+def test_an_sd15_single_file_in_the_original_layout_loads_the_same_weights(saved, offline_cache, tmp_path):
+    from models.image import image_family, load_image_pipeline
+
+    folder = load_image_pipeline(str(saved[0]["SD1.5"]))
+    path = write_ldm_checkpoint(folder, tmp_path / "v1-5-finetune.safetensors")
+    single = load_image_pipeline(str(path))
+    assert image_family(single).name == "SD1.5"
+    for part in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(folder, part).state_dict(), getattr(single, part).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), part
 
 
 def test_a_few_step_sdxl_file_is_run_as_one_by_its_name(saved, offline_cache, tmp_path):
