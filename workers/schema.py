@@ -118,7 +118,8 @@ def check_value(info: ParamInfo, value: Any, where: str = "") -> None:
         if s.multiple_of and value % s.multiple_of:
             raise BadInput(f"{name} must be a multiple of {s.multiple_of}, got {value!r}", field=info.name)
     elif info.type is str and s.choices and value not in s.choices:
-        raise BadInput(f"{name} must be one of {', '.join(s.choices)}, got {value!r}", field=info.name)
+        offered = ", ".join(c for c in s.choices if c) + (" or empty" if "" in s.choices else "")
+        raise BadInput(f"{name} must be one of {offered}, got {value!r}", field=info.name)
 
 
 def _number(value: float | None) -> str:
