@@ -14,7 +14,7 @@ status=0
 # The whole run stays under 8 minutes: each benchmark gets at most 150 s, and none starts with
 # less than 30 s of the budget left (it is reported as skipped, and the run fails).
 deadline=$((SECONDS + 470))
-for bench in chat brush_edit image_families video_memory music arbiter; do
+for bench in chat brush_edit image_families video_memory video_families music music_families arbiter; do
   script="bench/$bench.py"
   [ -f "$script" ] || { echo "skip $bench (no $script)"; continue; }
   left=$((deadline - SECONDS))
