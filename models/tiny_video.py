@@ -203,6 +203,13 @@ def build_tiny_ltx(image_to_video: bool = False, seed: int = 0):
         block_out_channels=(8, 8, 8, 8),
         spatio_temporal_scaling=(True, True, False, False),
         layers_per_block=(1, 1, 1, 1, 1),
+        # The decoder mirrors the encoder (its defaults upscale 8x, the encoder here compresses 4x).
+        decoder_block_out_channels=(8, 8, 8, 8),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False),
+        upsample_factor=(1, 1, 1, 1),
         patch_size=1,
         patch_size_t=1,
         encoder_causal=True,

@@ -166,11 +166,11 @@ def test_an_image_to_video_model_without_an_image_and_a_text_model_with_one_are_
     _image(16).save(image)
     common = ["--prompt", "a cat", "--frames", "5", "--steps", "1", "--width", "16", "--height", "16"]
     no_image = _hearth(*common, "--model", str(saved("wan2.2-i2v")), "--out", str(tmp_path / "a.mp4"))
-    assert no_image.returncode == 1 and "image-to-video model: give the first frame" in no_image.stderr
+    assert no_image.returncode == 2 and "image-to-video model: give the first frame" in no_image.stderr
     with_image = _hearth(
         *common, "--model", str(saved("wan2.2")), "--image", str(image), "--out", str(tmp_path / "b.mp4")
     )
-    assert with_image.returncode == 1 and "takes no image" in with_image.stderr
+    assert with_image.returncode == 2 and "takes no image" in with_image.stderr
     assert not list(tmp_path.glob("*.mp4"))
 
 
@@ -191,3 +191,20 @@ def test_the_video_tab_sends_the_first_frame_and_refuses_a_missing_one(qtbot, tm
     tab.image_path.setText(str(image))
     tab.generate_button.click()
     assert bridge.last_request().image == str(image)
+
+
+def test_transformer_memory_tiers_count_tokens_and_shrink_with_slices(saved):
+    from workers.video.memory_plan import VideoShape, plan_for_budget, plans, shape_of
+
+    pipe = load_video_pipeline(str(saved("wan2.2")))
+    tiny = shape_of(pipe, "wan", frames=81, height=480, width=832, guidance=5.0)
+    assert tiny.tokens == 21 * 30 * 52 and tiny.batch == 1  # Wan runs its CFG passes one by one
+    wan_1_3b = VideoShape(
+        family="wan", batch=1, frames=81, height=480, width=832, latent_scale=8, base_channels=1536,
+        vae_channels=96, dtype_bytes=2, weights_bytes=2_840_000_000, tokens=32760, ffn_ratio=8960 / 1536,
+    )  # fmt: skip
+    resident, sliced, lean = plans(wan_1_3b)
+    assert resident.bytes > sliced.bytes > lean.bytes and sliced.frame_slices == 4
+    budget = (resident.bytes + sliced.bytes) // 2
+    squeezed = plan_for_budget(wan_1_3b, budget)
+    assert squeezed.sliced and not squeezed.offload and squeezed.bytes <= budget

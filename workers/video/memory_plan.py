@@ -57,7 +57,7 @@ class VideoShape:
     ffn_ratio: float = 4.0
     """Transformers: feed-forward width / token width."""
     decode_frames: int = 1
-    """Transformers: frames the VAE decodes at once (Wan: one latent frame's worth; LTX: all)."""
+    """Transformers: frames the VAE decodes at once (Wan: one latent frame at a time; LTX: all)."""
 
     @property
     def is_unet(self) -> bool:
@@ -129,11 +129,19 @@ def shape_of(pipe, family: str, frames: int, height: int, width: int, guidance: 
         return VideoShape(**shape)
     latent_frames = (frames - 1) // temporal + 1
     ffn = getattr(config, "ffn_dim", None)
+    # A video VAE's widest layers run at low resolution; at full resolution Wan's decoder is
+    # base_dim wide (96) and LTX's its first decoder block. Wan decodes causally, one latent frame
+    # at a time; LTX decodes the whole clip at once.
+    vae = pipe.vae.config
+    full_width = (
+        getattr(vae, "base_dim", None) or (getattr(vae, "decoder_block_out_channels", None) or [128])[0]
+    )
+    shape["vae_channels"] = int(full_width)
     return VideoShape(
         **shape,
         tokens=latent_frames * (height // spatial) * (width // spatial),
         ffn_ratio=ffn / base_channels if ffn else 4.0,  # LTX's FeedForward is 4x wide
-        decode_frames=frames if family == "ltx" else temporal,
+        decode_frames=frames if family == "ltx" else 1,
     )
 
 
