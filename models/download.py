@@ -25,6 +25,7 @@ import fnmatch
 import hashlib
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,12 +146,23 @@ ProgressCallback = Callable[[DownloadProgress], None]
 
 @dataclass
 class Cancel:
-    """Set from any thread (a Cancel button, a signal handler); checked between chunks."""
+    """Set from any thread (a Cancel button, a signal handler); checked between chunks, and it
+    closes the connection being read, so a download stuck on a silent server stops at once."""
 
     event: threading.Event = field(default_factory=threading.Event)
+    response: object = None
 
     def set(self) -> None:
         self.event.set()
+        response = self.response
+        if response is None:
+            return
+        # Closing a socket does not wake a read blocked on it in another thread; shutting it down does.
+        with contextlib.suppress(Exception):  # whatever state the stream is in
+            stream = response.extensions.get("network_stream")
+            connection = stream.get_extra_info("socket") if stream is not None else None
+            if connection is not None:
+                connection.shutdown(socket.SHUT_RDWR)
 
     @property
     def requested(self) -> bool:
@@ -329,7 +341,7 @@ def _stream(url, partial: Path, have: int, file: RemoteFile, state, report, canc
                 lambda _api, start=have: _append(url, partial, start, state, report, cancel), file.name
             )
             return
-        except HubUnreachable:
+        except (HubUnreachable, RuntimeError):  # RuntimeError: the stream was closed under the read
             if cancel.requested:  # a cancel while the connection hung: it ends cancelled
                 raise DownloadCancelled() from None
             have = partial.stat().st_size if partial.exists() else 0
@@ -347,6 +359,9 @@ def _append(url, partial: Path, have: int, state, report, cancel: Cancel) -> int
     with get_session().stream(
         "GET", url, headers=headers, timeout=TIMEOUT_S, follow_redirects=True
     ) as response:
+        cancel.response = response
+        if cancel.requested:
+            raise DownloadCancelled()
         hf_raise_for_status(response)
         if have and response.status_code != 206:  # the server ignored Range: start over
             state.done -= have

@@ -127,9 +127,8 @@ def test_the_jobs_panels_cancel_stops_a_download(qtbot, tab, hub):
     job_id = tab.start_download(REPO)
     qtbot.waitUntil(hub.stalled.is_set, timeout=30_000)
     assert tab.download_box.isVisibleTo(tab)
-    jobs.cancel(job_id)  # what its row's Cancel button does
-    hub.release.set()  # the server's stalled answer ends, the client sees the cancel
-    qtbot.waitUntil(lambda: jobs.job(job_id).state is JobState.cancelled, timeout=30_000)
+    jobs.cancel(job_id)  # what its row's Cancel button does, while the server sends nothing
+    qtbot.waitUntil(lambda: jobs.job(job_id).state is JobState.cancelled, timeout=10_000)
     assert "resumes where it stopped" in tab.status.text()
     assert not tab.download_box.isVisibleTo(tab) and tab.table.rowCount() == 0
 
