@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.gallery_index import KINDS, GalleryEntry, delete_output, folders
+from app.gallery_index import KINDS, GalleryEntry, delete_output, folders, matches
 from app.gallery_thumbs import SIDE
 from app.gallery_worker import GalleryWorker
 from workers.errors import BadInput
@@ -171,8 +171,6 @@ class GalleryFilter(QSortFilterProxyModel):
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def filterAcceptsRow(self, row: int, parent) -> bool:  # noqa: N802 - Qt override
-        from app.gallery_index import matches
-
         entries = self.sourceModel().entries
         return row < len(entries) and matches(entries[row], self.text, self.kind, self.model_id)
 
