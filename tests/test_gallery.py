@@ -532,3 +532,19 @@ def test_a_foreign_model_linked_with_hearth_models_is_used(window, tmp_path):
     assert drop(window, a1111_png(tmp_path / "x.png", A1111_DROP))
     assert window.image_tab.model_box.model() == str(checkpoint)
     assert f"its model 'dreamshaper_8' is your linked {checkpoint}" in window.recall.last_message
+
+
+def test_dropping_a_song_or_a_clip_without_its_sidecar_restores_it_from_its_tags(window, tmp_path):
+    music = MusicRequest(prompt="calm piano", seconds=2.0, bpm=80, meter="3/4", seed=21)
+    song = shutil.copy(
+        music_output("piano.flac", music), tmp_path / "piano.flac"
+    )  # the tags travel, the sidecar not
+    assert drop(window, Path(song))
+    assert window.tabs.currentWidget() is window.music_tab and window.music_tab.request() == music
+    assert window.recall.last_message == "Settings of piano.flac restored in the Music tab"
+
+    video = VideoRequest(prompt="a cat walking", frames=4, fps=6, steps=2, seed=8)
+    clip = shutil.copy(video_output("cat.mp4", video), tmp_path / "cat.mp4")
+    assert drop(window, Path(clip))
+    window.video_tab.generate()
+    assert window.tabs.currentWidget() is window.video_tab and window.bridge.last_request() == video
