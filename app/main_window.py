@@ -29,7 +29,7 @@ from app.jobs_state import JobsState
 from app.memory_panel import MemoryPanel, MemoryState
 from app.models_tab import ModelsTab, attach
 from app.music_tab import MusicTab
-from app.recall import Recall, droppable
+from app.recall import Recall, TextBoxDrops, dropped_file
 from app.settings import Settings, load_settings, save_settings
 from app.style import NOTICE_STYLE, app_icon, coloured
 from app.video_tab import VideoTab
@@ -176,17 +176,19 @@ class MainWindow(QMainWindow):
         self.recall = Recall(self)
         self.gallery = GalleryTab(self.bridge)
         self.gallery.use_settings_requested.connect(self.recall.use_settings)
-        self.gallery.edit_requested.connect(lambda entry: self.recall.edit_with_brushes(entry.path, entry.info))
+        self.gallery.edit_requested.connect(
+            lambda entry: self.recall.edit_with_brushes(entry.path, entry.info)
+        )
         self.tabs.addTab(self.gallery, "Gallery")
         self.setAcceptDrops(True)
+        self.text_box_drops = TextBoxDrops(self.tabs, self.recall.restore_file)  # every tab's text boxes
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if any(droppable(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()):
+        if dropped_file(event) is not None:
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
-        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
-        picked = next((path for path in files if droppable(path)), None)
+        picked = dropped_file(event)
         if picked is not None:
             event.acceptProposedAction()
             self.recall.restore_file(picked)

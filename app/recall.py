@@ -13,6 +13,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+from PySide6.QtCore import QEvent, QObject
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,6 +38,45 @@ TAB_OF_KIND = {"image": "Image", "brush": "Image", "video": "Video", "music": "M
 def droppable(path: str) -> bool:
     """Files the window takes from a drop: the ones parameters are read from."""
     return Path(path).suffix.lower() in SUFFIXES
+
+
+def dropped_file(event) -> str | None:
+    """The first file of a drag or drop that Hearth reads settings from, else None."""
+    mime = event.mimeData()
+    urls = mime.urls() if mime is not None else []
+    return next(
+        (url.toLocalFile() for url in urls if url.isLocalFile() and droppable(url.toLocalFile())), None
+    )
+
+
+class TextBoxDrops(QObject):
+    """A PNG dropped on a text box restores its settings too: the box would paste the file's path.
+
+    An event filter on the window's line edits and plain-text viewports (where their drops land),
+    looking only at drag and drop events; any other drop (text, other files) reaches the box."""
+
+    DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)
+
+    def __init__(self, inside: QWidget, restore) -> None:
+        super().__init__(inside)
+        self.restore = restore
+        boxes = [
+            *inside.findChildren(QLineEdit),
+            *(box.viewport() for box in inside.findChildren(QPlainTextEdit)),
+        ]
+        for box in boxes:
+            box.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt override
+        if event.type() not in self.DRAG_EVENTS:
+            return False
+        path = dropped_file(event)
+        if path is None:
+            return False
+        event.acceptProposedAction()
+        if event.type() == QEvent.Type.Drop:
+            self.restore(path)
+        return True
 
 
 def model_here(model: str) -> bool:

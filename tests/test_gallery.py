@@ -548,3 +548,40 @@ def test_dropping_a_song_or_a_clip_without_its_sidecar_restores_it_from_its_tags
     assert drop(window, Path(clip))
     window.video_tab.generate()
     assert window.tabs.currentWidget() is window.video_tab and window.bridge.last_request() == video
+
+
+def test_a_png_dropped_on_a_text_box_restores_its_settings_instead_of_pasting_its_path(window, tmp_path):
+    path = a1111_png(tmp_path / "onto-the-prompt.png", A1111_DROP)
+    tab = window.image_tab
+    window.tabs.setCurrentWidget(window.image_tabs)
+    target = tab.prompt.viewport()  # where a plain-text box takes its drops
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    where = QPointF(target.rect().center())
+    enter = QDragEnterEvent(
+        where.toPoint(),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    QApplication.sendEvent(target, enter)
+    assert enter.isAccepted()
+    dropped = QDropEvent(
+        where, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
+    QApplication.sendEvent(target, dropped)
+    assert tab.prompt.toPlainText() == "a watercolor fox in the snow"  # not "file:///…/onto-the-prompt.png"
+    assert tab.seed.value() == 123
+
+    text = QMimeData()
+    text.setText("just words")
+    plain = QDragEnterEvent(
+        where.toPoint(),
+        Qt.DropAction.CopyAction,
+        text,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    QApplication.sendEvent(target, plain)
+    assert plain.isAccepted()  # text still drops into the box as before
