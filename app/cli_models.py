@@ -223,14 +223,8 @@ def _confirm(question: str) -> bool:
 
 def _download(registry, args, budget) -> int | None:
     from app.cli import EXIT_INTERRUPTED
-    from models.download import (
-        DownloadCancelled,
-        check_disk,
-        download,
-        hub_session,
-        plan_download,
-        register_download,
-    )
+    from models.download import DownloadCancelled, check_disk, download, plan_download, register_download
+    from models.hub_access import hub_session
 
     with hub_session():
         plan = plan_download(args.hub_id, revision=args.revision, include=args.include)

@@ -27,7 +27,8 @@ from app.image_tab import ImageTab
 from app.jobs_panel import DOCK_WIDTH, JobsPanel
 from app.jobs_state import JobsState
 from app.memory_panel import MemoryPanel, MemoryState
-from app.models_tab import ModelsTab, attach
+from app.models_tab import ModelsTab
+from app.models_wiring import attach
 from app.music_tab import MusicTab
 from app.recall import Recall, TextBoxDrops, dropped_file
 from app.settings import Settings, load_settings, save_settings

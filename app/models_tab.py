@@ -209,7 +209,7 @@ class ModelsState(QObject):
 
     @Slot(str)
     def _on_download(self, job_id: str) -> None:
-        from models.download import OFFLINE
+        from models.hub_access import OFFLINE
 
         job = self.downloads.jobs[job_id]
         if job.state == "finished":
@@ -400,7 +400,7 @@ class ModelsTab(QWidget):
         self.buttons["remove"].setText("Delete…" if model is not None and model.downloaded else "Remove…")
 
     def _offline_words(self) -> str:
-        from models.download import OFFLINE
+        from models.hub_access import OFFLINE
 
         why = " (HF_HUB_OFFLINE is set)" if self.state.offline_forced else ""
         return f"{OFFLINE[0].upper()}{OFFLINE[1:]}{why}. Downloads wait for the hub; every model below runs as before."
@@ -470,55 +470,6 @@ class ModelsTab(QWidget):
     def shutdown(self) -> None:
         self.state.downloads.wait()
         self.state.wait_for_scan()
-
-
-def attach(tab: ModelsTab, window) -> None:
-    """Wire the Models tab into the window: the live budget from the Memory panel's state, the
-    other tabs' model pickers listing the registry's models with verdicts, and "Use in its tab"."""
-    from app.chat_tab import ChatTab
-    from app.music_tab import MusicTab
-    from app.video_tab import VideoTab
-
-    state = tab.state
-    window.memory_state.snapshot_changed.connect(state.follow_ledger)
-    pickers = {
-        "image": window.image_tab.model_box,
-        "video": window.findChild(VideoTab).model_picker,
-        "music": window.findChild(MusicTab).model_picker,
-    }
-    chat = window.findChild(ChatTab)
-
-    def refresh() -> None:
-        from app.model_choices import refresh_picker, registry_choices, select_spec
-
-        for kind, picker in pickers.items():
-            refresh_picker(picker, registry_choices(kind, state.budget, state.models))
-        refresh_picker(chat.model_picker, registry_choices("chat", state.budget, state.models))
-        select_spec(chat.model_picker, chat.state.settings.model)
-
-    def use(kind: str, spec: str) -> None:
-        from app.model_choices import select_spec
-
-        if kind == "chat":
-            chat.state.update_settings(model=spec)
-            select_spec(chat.model_picker, spec)
-            window.tabs.setCurrentWidget(chat)
-        else:
-            select_spec(pickers[kind], spec)
-            target = {
-                "image": window.image_tabs,
-                "video": window.findChild(VideoTab),
-                "music": window.findChild(MusicTab),
-            }
-            if kind == "image":
-                window.image_tabs.setCurrentWidget(window.image_tab)
-            window.tabs.setCurrentWidget(target[kind])
-
-    state.models_changed.connect(refresh)
-    state.budget_changed.connect(refresh)
-    chat.state.models_changed.connect(refresh)  # after the chat tab rebuilt its own list
-    tab.use_requested.connect(use)
-    refresh()
 
 
 def _count(parameters: int) -> str:

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from models.hub_access import HubUnreachable, checked_repo_id, endpoint, hub_call, hub_session
 from models.scan import hf_cache_dir
-from workers.errors import BadInput, HearthError, MissingModel
+from workers.errors import BadInput, HearthError
 
-OFFLINE = "can't reach the hub: offline? everything on disk still works"
 CHUNK_BYTES = 256 * 1024
 """Bytes read per write: the most a killed download loses, and how often a cancel is looked at."""
 RESUMES = 3
@@ -46,10 +46,6 @@ OTHER_FRAMEWORKS = ("*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.ot", "*.tfl
 WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 VARIANTS = (".fp16.", ".non_ema.", ".ema.")
 TIMEOUT_S = 30.0
-
-
-class HubUnreachable(MissingModel):
-    """No answer from the hub (offline, HF_HUB_OFFLINE set, a proxy in the way)."""
 
 
 class NotEnoughDisk(BadInput):
@@ -176,8 +172,8 @@ def plan_download(
     repo_id: str, *, revision: str = "main", include: str = "", cache_dir: Path | None = None
 ) -> DownloadPlan:
     """Ask the hub what ``repo_id`` holds and pick the files worth fetching."""
-    repo_id = _checked_repo_id(repo_id)
-    info = _hub_call(lambda api: api.model_info(repo_id, revision=revision, files_metadata=True), repo_id)
+    repo_id = checked_repo_id(repo_id)
+    info = hub_call(lambda api: api.model_info(repo_id, revision=revision, files_metadata=True), repo_id)
     files = [
         RemoteFile(
             name=s.rfilename,
@@ -326,8 +322,8 @@ def _file_url(plan: DownloadPlan, file: RemoteFile) -> str:
     """Where the bytes are: the ``/resolve/`` address after the hub's redirects (a CDN)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    url = hf_hub_url(plan.repo_id, file.name, revision=plan.commit, endpoint=_endpoint())
-    metadata = _hub_call(lambda _api: get_hf_file_metadata(url, endpoint=_endpoint()), plan.repo_id)
+    url = hf_hub_url(plan.repo_id, file.name, revision=plan.commit, endpoint=endpoint())
+    metadata = hub_call(lambda _api: get_hf_file_metadata(url, endpoint=endpoint()), plan.repo_id)
     return metadata.location or url
 
 
@@ -337,7 +333,7 @@ def _stream(url, partial: Path, have: int, file: RemoteFile, state, report, canc
     for attempt in range(RESUMES + 1):
         before = have
         try:
-            have = _hub_call(
+            have = hub_call(
                 lambda _api, start=have: _append(url, partial, start, state, report, cancel), file.name
             )
             return
@@ -444,18 +440,6 @@ def download_model(
     return register_download(registry, plan)
 
 
-@contextlib.contextmanager
-def hub_session():
-    """huggingface_hub keeps one HTTP client with pooled connections for the process; a window
-    open all day must not keep a connection to the hub once its download is over."""
-    try:
-        yield
-    finally:
-        from huggingface_hub.utils import close_session
-
-        close_session()
-
-
 def register_download(registry, plan: DownloadPlan) -> list:
     """Link the downloaded snapshot (a model folder, else each model file in it) as Hearth's own
     download; a snapshot Hearth cannot tell the kind of is left in the cache, unregistered."""
@@ -482,123 +466,6 @@ def register_download(registry, plan: DownloadPlan) -> list:
             field="hub_id",
         )
     return [registry.link(c, identity) for c, identity in usable]
-
-
-# --------------------------------------------------------------------------- deleting
-
-
-@dataclass(frozen=True, slots=True)
-class CachedRevision:
-    """A downloaded snapshot in the hub cache and what deleting it frees."""
-
-    repo_id: str
-    commit: str
-    snapshot: Path
-    freed_bytes: int
-
-
-def cached_revision(path: Path) -> CachedRevision | None:
-    """The hub-cache snapshot ``path`` (a snapshot folder or a file in one) belongs to."""
-    path = Path(path)
-    for parent in [path, *path.parents]:
-        if parent.parent.name == "snapshots" and parent.parent.parent.name.startswith("models--"):
-            strategy = _delete_strategy(parent)
-            if strategy is None:
-                return None
-            repo_id = parent.parent.parent.name.removeprefix("models--").replace("--", "/")
-            return CachedRevision(repo_id, parent.name, parent, strategy.expected_freed_size)
-    return None
-
-
-def delete_revision(revision: CachedRevision) -> int:
-    """Delete a downloaded snapshot and the blobs no other snapshot uses; the bytes freed."""
-    strategy = _delete_strategy(revision.snapshot)
-    if strategy is None:
-        return 0
-    strategy.execute()
-    return strategy.expected_freed_size
-
-
-def _delete_strategy(snapshot: Path):
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
-    cache_dir = snapshot.parent.parent.parent
-    try:
-        info = scan_cache_dir(cache_dir)
-    except (CacheNotFound, OSError, ValueError):
-        return None
-    known = {rev.commit_hash for repo in info.repos for rev in repo.revisions}
-    if snapshot.name not in known:
-        return None
-    return info.delete_revisions(snapshot.name)
-
-
-# --------------------------------------------------------------------------- the hub's errors
-
-
-def _endpoint() -> str:
-    """HF_ENDPOINT read now (huggingface_hub fixes its own constant when first imported)."""
-    from huggingface_hub import constants
-
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def _checked_repo_id(repo_id: str) -> str:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    repo_id = (repo_id or "").strip()
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise BadInput(f"{repo_id!r} is not a hub id (like org/name)", field="hub_id") from None
-    if "/" not in repo_id:
-        raise BadInput(f"{repo_id!r} is not a hub id: name its owner too (org/name)", field="hub_id")
-    return repo_id
-
-
-def _hub_call(call, what: str):
-    """Run one hub request, turning the library's errors into the ones Hearth shows."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise HubUnreachable(f"{OFFLINE} (HF_HUB_OFFLINE is set)")
-    try:
-        return call(HfApi(endpoint=_endpoint()))
-    except GatedRepoError:
-        raise MissingModel(
-            f"{what} is gated on the hub: accept its licence on huggingface.co and log in (hf auth login)"
-        ) from None
-    except RepositoryNotFoundError:
-        raise MissingModel(f"no model {what!r} on the hub (or it is private)") from None
-    except RevisionNotFoundError:
-        raise MissingModel(f"{what}: no such revision on the hub") from None
-    except OfflineModeIsEnabled:
-        raise HubUnreachable(f"{OFFLINE} (offline mode is on)") from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise HubUnreachable(f"the hub answered {status} for {what}; try again later") from None
-    except _transport_errors() as exc:
-        raise HubUnreachable(f"{OFFLINE} ({type(exc).__name__})") from None
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's network errors (huggingface_hub's client package has been renamed)."""
-    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module in ("httpx2", "httpx"):
-        try:
-            errors.append(__import__(module).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(errors)
 
 
 def _existing_parent(path: Path) -> Path:

@@ -181,7 +181,7 @@ class ModelRegistry:
         """Delete a model Hearth downloaded: its snapshot and the blobs nothing else in the hub
         cache uses go, and so does every row pointing into that snapshot; returns those rows and
         the bytes freed. A model Hearth only linked is refused: its files are the user's."""
-        from models.download import cached_revision, delete_revision
+        from models.hub_cache import cached_revision, delete_revision
 
         model = self.get(key)
         if model is None:
@@ -201,7 +201,7 @@ class ModelRegistry:
 
     def freed_by_delete(self, model: RegisteredModel) -> int:
         """What ``delete_files`` would free (the confirmation names it); 0 for a linked model."""
-        from models.download import cached_revision
+        from models.hub_cache import cached_revision
 
         if not model.downloaded:
             return 0
