@@ -108,6 +108,25 @@ def test_run_image_on_the_cluster_writes_the_png_here_with_its_parameters(head, 
     assert "simulated 2.0 GiB" in status.stdout  # the node's own arbiter, with its device
 
 
+def test_a_second_machine_joins_with_its_own_device_and_arbiter(head, isolated_hearth_env, tmp_path):
+    address, env = head
+    token = isolated_hearth_env / "config" / "cluster-token"
+    second = dict(
+        env,
+        HEARTH_RUNTIME_DIR=str(tmp_path / "b" / "run"),
+        HEARTH_ARBITER_SOCKET=str(tmp_path / "b" / "run" / "arbiter.sock"),
+        HEARTH_DATA_DIR=str(tmp_path / "b" / "data"),
+        HEARTH_CONFIG_DIR=str(tmp_path / "b" / "config"),
+        HEARTH_ARBITER_DEVICE="sim:4GiB",
+    )
+    joined = hearth("cluster", "join", address, "--cpus", "1", "--token-file", str(token), env=second)
+    assert joined.returncode == 0, joined.stderr
+    status = hearth("cluster", "status", "--address", address, env=env)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("(alive)") == 2
+    assert "simulated 2.0 GiB" in status.stdout and "simulated 4.0 GiB" in status.stdout
+
+
 def test_a_machine_without_the_clusters_token_is_refused(head, tmp_path):
     address, env = head
     stranger = dict(env, HEARTH_CONFIG_DIR=str(tmp_path / "elsewhere"), RAY_AUTH_TOKEN="0" * 64)

@@ -123,7 +123,10 @@ def start_head(
         ],
         env,
     )
-    return f"{host}:{port}"
+    address = f"{host}:{port}"
+    if auth:
+        start_agent_here(address)
+    return address
 
 
 def join(
@@ -134,6 +137,24 @@ def join(
         ["start", f"--address={address}", "--disable-usage-stats", *_resources(cpus, gpus)],
         auth_environment(token_file),
     )
+    start_agent_here(address, token_file)
+
+
+def start_agent_here(address: str, token_file: Path | None = None) -> list[str]:
+    """Start the node agent (the arbiter) of each node on this machine now, so ``status`` shows
+    it at once; returns the devices they serve. Agents are detached: each lives as long as its node."""
+    transport = connect(address, token_file)
+    try:
+        import ray
+
+        from workers.cluster.supervisor import agent_for
+
+        here = ray.util.get_node_ip_address()
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["NodeManagerAddress"] == here]
+        infos = ray.get([agent_for(node_id).info.remote() for node_id in nodes], timeout=120)
+        return [info["device"] for info in infos]
+    finally:
+        transport.disconnect()
 
 
 def stop() -> None:
