@@ -14,8 +14,10 @@ on the new model. Greedy answers are unchanged by it; a sampled answer continues
 re-seeded from the request's seed and the answer's length.
 
 Prompt-lookup decoding (Saxena 2023; llama-cpp-python's ``LlamaPromptLookupDecoding``) drafts
-tokens from n-grams of the prompt and verifies them in one batch, so greedy output is the plain
-greedy output.
+tokens from n-grams of the prompt, and a draft model (``DraftModel``: a second, smaller GGUF of the
+same vocabulary, ``ChatRequest.assisted``) drafts them by decoding greedily; the target verifies a
+draft in one batch, so greedy output is the plain greedy output (exactly so on block-quantized
+weights; see ``GGUFFootprint.float_matrices`` for F16/F32 ones).
 """
 
 from __future__ import annotations

@@ -249,7 +249,11 @@ class ChatRequest:
         1.1, low=0.5, high=5, step=0.05, help="above 1 discourages repeating tokens"
     )
     seed: int = _seed()
-    assisted: str = param("", help="'prompt_lookup' or a draft model id for assisted (speculative) decoding")
+    assisted: str = param(
+        "",
+        help="'prompt_lookup', or a draft model for speculative decoding (for a GGUF: a smaller GGUF "
+        "of the same vocabulary)",
+    )
     conversation_id: str = ""
     """Conversation the answer is appended to as it streams (empty: not stored)."""
     stop: tuple[str, ...] = ()
