@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from tests.cli_process import ROOT
+from tests.cli_process import ROOT, HearthProcess
 
 COMMAND_TIMEOUT_S = 240
 
@@ -106,6 +108,23 @@ def test_run_image_on_the_cluster_writes_the_png_here_with_its_parameters(head, 
     assert status.returncode == 0, status.stderr
     assert "(alive)" in status.stdout
     assert "simulated 2.0 GiB" in status.stdout  # the node's own arbiter, with its device
+
+
+def test_ctrl_c_cancels_the_job_on_the_cluster_at_its_next_step(head, tmp_path):
+    address, env = head
+    out = tmp_path / "long.png"
+    run = HearthProcess(
+        ["run", "image", "--prompt", "long", "--steps", "400", "--out", str(out), "--cluster", address],
+        env=env,
+    )
+    try:
+        run.wait_for(r"\d+/400")  # a step has been done on the cluster
+        run.signal(signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground job
+        assert run.finish() == 130
+    finally:
+        run.kill()
+    assert re.search(r"cancelled at step \d+", run.stderr)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_second_machine_joins_with_its_own_device_and_arbiter(head, isolated_hearth_env, tmp_path):

@@ -167,10 +167,8 @@ def connect(address: str | None, token_file: Path | None = None):
 
     Raises ``ClusterError`` naming the address when the cluster cannot be reached or refuses us.
     """
-    # Before Ray is imported: it reads its authentication mode from the environment once. Its
-    # C++ core would also log every retry of a refused connection, once a second, on stderr.
+    # Before Ray is imported: it reads its authentication mode from the environment once.
     os.environ.update(auth_environment(token_file))
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     from workers.cluster.supervisor import RayTransport
 
     transport = RayTransport(address)
