@@ -374,3 +374,35 @@ def test_cli_builds_the_request_with_sampler_and_loras(tmp_path):
     assert (request.sampler, request.batch_count, request.loras) == ("Euler a", 2, "a:0.5")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "image", "--prompt", "x", "--sampler", "Heun"])
+
+
+# --------------------------------------------------------------------------- TAESD previews
+
+
+def test_taesd_in_the_hub_cache_decodes_the_previews_and_changes_nothing_else(pipe, tmp_path, monkeypatch):
+    import io
+
+    import torch
+    from diffusers import AutoencoderTiny
+    from huggingface_hub import constants
+
+    from tests.model_fixtures import hub_repo
+    from workers.taesd_preview import taesd_folder
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert taesd_folder(pipe) is None  # not cached: nothing is downloaded, the projection stays
+    (plain,), plain_steps = run_job(pipe, tmp_path, "plain.png")
+    torch.manual_seed(0)
+    tiny = AutoencoderTiny(  # the demo VAE's latent space: 4 channels, one 2x upsampling
+        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1),
+    )  # fmt: skip
+    tiny.save_pretrained(tmp_path / "taesd")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "taesd").iterdir()}
+    hub_repo(tmp_path / "hub", "madebyollin/taesd", files)
+    assert taesd_folder(pipe) is not None
+    (decoded,), taesd_steps = run_job(pipe, tmp_path, "taesd.png")
+    assert np.array_equal(pixels(decoded), pixels(plain))  # previews never touch the image
+    for with_taesd, projected in zip(taesd_steps, plain_steps, strict=True):
+        assert with_taesd.preview_png != projected.preview_png
+        assert Image.open(io.BytesIO(with_taesd.preview_png)).size == (SIZE, SIZE)

@@ -43,6 +43,7 @@ def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
     from workers.image_generate import generate_images, native_tile
     from workers.image_lora import resolve_loras
     from workers.img2img import load_init_image
+    from workers.taesd_preview import taesd_previewer
 
     path = output_path(request.out_path, ctx.job_id, ".png")
     init = load_init_image(request.init_image, request.upscale) if request.init_image else None
@@ -57,7 +58,8 @@ def text_to_image(ctx: JobContext, request: ImageRequest) -> None:
             width, height = min(width, native_tile(pipe)), min(height, native_tile(pipe))
         sized = replace(request, width=width, height=height)
     ctx.lease_memory(f"sd:{request.model}", _tiers(pipe, sized, device), on_release=lambda: pipe.to("cpu"))
-    preview = previewer(pipe, sized.width, sized.height)  # the size the UNet sees: a tile when upscaling
+    # TAESD when its weights are cached, else the latent projection at the size the UNet sees
+    preview = taesd_previewer(ctx.cache, pipe) or previewer(pipe, sized.width, sized.height)
     generate_images(ctx, pipe, request, path, init, preview=preview, loras=loras)
 
 
