@@ -509,7 +509,10 @@ def _gpu(path: str, repeats: int, tiny: bool) -> None:
             repeats=repeats,
             gpu_layers=plan.gpu_layers,
         )
-        _check_same_text(both)
+        # Reported, not required: CUDA's kernels for one token and for a batch differ, so on a GPU a
+        # near tie may go another way between plain decoding and a verification batch.
+        for ours, theirs in (("plain", "llama_cpp_plain"), ("prompt_lookup", "llama_cpp_rewrite")):
+            both[ours]["same_text_share"] = _same_share(both[ours], both[theirs])
         for section in both.values():
             if isinstance(section, dict):
                 section.pop("texts", None)
