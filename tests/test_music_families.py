@@ -97,13 +97,16 @@ def test_stable_audio_refuses_a_clip_beyond_its_limit_naming_it(stable_audio_fol
 
 
 def test_hearth_run_music_with_a_stereo_musicgen_writes_two_channels(stereo_folder, tmp_path):
+    """Two windows: the second continues from the first's stereo tail (left and right codes interleaved)."""
     out = tmp_path / "stereo.wav"
     proc = _hearth(
-        "--prompt", "lofi beat", "--model", str(stereo_folder), "--seconds", "0.5", "--out", str(out)
-    )
+        "--prompt", "lofi beat", "--model", str(stereo_folder), "--seconds", "0.8", "--window-seconds", "0.5",
+        "--out", str(out),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     audio, rate = read_audio(out)
-    assert rate == 32000 and audio.shape == (2, 16000)
+    assert rate == 32000 and audio.shape == (2, round(0.8 * 32000))
+    assert len(read_parameters(out)["windows"]) == 2
     assert not (audio[0] == audio[1]).all(), "left and right come from their own codebooks"
     params = read_parameters(out)
     assert params["engine"] == "MusicGen (stereo)" and params["channels"] == 2
