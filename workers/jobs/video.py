@@ -204,8 +204,11 @@ class VideoEngine:
             for denoiser in self.denoisers:
                 denoiser.enable_group_offload(onload_device=self.device, offload_type="leaf_level")
             self._offloaded = True
-            for name in ("text_encoder", "vae"):
-                getattr(self.pipe, name).to(self.device)
+            # Everything else goes to the device whole: VAE, text encoder(s) (SDXL has two), and
+            # the image encoder of a Wan 2.1 image-to-video model.
+            for part in self.pipe.components.values():
+                if hasattr(part, "to") and hasattr(part, "parameters") and part not in self.denoisers:
+                    part.to(self.device)
         else:
             self.pipe.to(self.device)
 
