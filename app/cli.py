@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands.add_parser("serve", help="the local OpenAI-compatible API (headless)"))
     commands.add_parser("api-key", help="print the local API's key (made on first use)")
     add_models(commands.add_parser("models", help="the models here: list, scan, add, remove, info"))
-    add_info(commands.add_parser("info", help="the generation parameters of an output (PNG, MP4, WAV, FLAC, ...)"))
+    add_info(
+        commands.add_parser("info", help="the generation parameters of an output (PNG, MP4, WAV, FLAC, ...)")
+    )
     return parser
 
 
@@ -119,6 +121,8 @@ def request_from_args(args: argparse.Namespace):
         case "image" | "video" | "music":
             cls = {"image": ImageRequest, "video": VideoRequest, "music": MusicRequest}[args.kind]
             fields = given(args, cls)
+            if cls is ImageRequest:
+                fields = {**_made_for(fields.get("model", "")), **fields}  # what the user typed wins
             if fields.get("out_path"):
                 fields["out_path"] = _checked_out(fields["out_path"])
             request = cls(prompt=args.prompt, **fields)
@@ -129,6 +133,18 @@ def request_from_args(args: argparse.Namespace):
             request = ChatRequest(messages=messages, stop=tuple(args.stop), **given(args, ChatRequest))
     request.validate()
     return request
+
+
+def _made_for(model: str) -> dict:
+    """The size, steps and guidance ``model``'s family is made for (an SDXL at 1024², Flux schnell
+    in 4 steps), said on stderr; {} for the demo model and models whose files do not say."""
+    from models.image_profile import describe_settings, recommended_profile, recommended_settings
+
+    profile = recommended_profile(model) if model else None
+    if profile is None:
+        return {}
+    print(f"hearth: {describe_settings(profile)} (used where not given)", file=sys.stderr)
+    return recommended_settings(profile)
 
 
 def _checked_out(out: str) -> str:

@@ -33,6 +33,7 @@ from app.form_binding import QT_INT_MAX, form_values, restore_form, spin_for, to
 from app.image_lora_list import LoraList
 from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
 from models.catalog import HOW_TO_ADD_MODELS, ModelKind, entries, entry
+from models.image_profile import describe_settings, recommended_profile, recommended_settings
 from workers.errors import BadInput, ErrorKind
 from workers.protocol import (
     IMAGE_SAMPLERS,
@@ -113,6 +114,11 @@ class ImageTab(QWidget):
     def _build_form(self) -> None:
         self.model_box = ModelBox()
         self.model_box.currentTextChanged.connect(self._describe_model)
+        # A model the user picks or types brings the size, steps and guidance it is made for;
+        # restored settings and recalled outputs keep their own (they set the text directly).
+        self.model_box.activated.connect(lambda _index: self.use_model_settings())
+        self.model_box.lineEdit().editingFinished.connect(self.use_model_settings)
+        self._settings_made_for = ""
         self.browse_button = QToolButton()
         self.browse_button.setText("…")
         self.browse_button.setToolTip("Choose a single-file checkpoint (.safetensors)")
@@ -335,6 +341,24 @@ class ImageTab(QWidget):
         if hasattr(settings, "forms"):
             settings.forms["image"] = {**form_values(self._remembered()), "loras": self.loras.text()}
 
+    def use_model_settings(self) -> None:
+        """Fill size, steps and guidance with what the picked model's family is made for (SDXL:
+        1024², Flux schnell: 4 steps, no guidance), once per model picked; the demo model and
+        models whose files do not say leave the form as it is."""
+        model = self.model_box.model()
+        if model == self._settings_made_for:
+            return
+        self._settings_made_for = model
+        profile = recommended_profile(model)
+        if profile is None:
+            return
+        settings = recommended_settings(profile)
+        self.width_box.setValue(int(settings["width"]))
+        self.height_box.setValue(int(settings["height"]))
+        self.steps.setValue(int(settings["steps"]))
+        self.guidance.setValue(float(settings["guidance"]))
+        self.model_note.setText(f"{describe_settings(profile)}: the form is set to these.")
+
     @Slot(str)
     def _describe_model(self, model: str) -> None:
         item = entry(model.strip())
@@ -378,6 +402,7 @@ class ImageTab(QWidget):
         )
         if path:
             self.model_box.set_model(path)
+            self.use_model_settings()
 
     # ------------------------------------------------------------------ actions
 

@@ -39,6 +39,7 @@ def attach(tab, window) -> None:
                 "music": window.findChild(MusicTab),
             }
             if kind == "image":
+                window.image_tab.use_model_settings()
                 window.image_tabs.setCurrentWidget(window.image_tab)
             window.tabs.setCurrentWidget(target[kind])
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from models.checkpoint_families import checkpoint_part, recognise_checkpoint
 from models.demo_store import ensure_saved
-from models.folder_families import read_config, recognise_folder
+from models.folder_families import recognise_folder
 from models.identity import FoundKind, Recognition
 from models.image_families import SUPPORTED, ImageFamily, profile_for
-from models.safetensors_header import read_safetensors_header
+from models.image_profile import folder_hints, safetensors_shapes
 from models.sources import SourceKind, classify
 from models.tiny_parts import tiny_clip_text_encoder, tiny_clip_tokenizer, tiny_sd_vae
 from workers.errors import BadInput, MissingModel
@@ -145,7 +145,7 @@ def family_dtype(family: ImageFamily, device: str):
 
 def _from_folder(folder: Path, device: str, *, allow_pickle: bool = False, hub_id: str = ""):
     recognition = recognise_folder(Path(folder), hub_id)
-    family = _runnable(recognition, str(hub_id or Path(folder).name), _folder_hints(Path(folder)))
+    family = _runnable(recognition, str(hub_id or Path(folder).name), folder_hints(Path(folder)))
     pipeline_class = _pipeline_class(family)
     dtype = family_dtype(family, device)
     if hub_id:
@@ -153,18 +153,6 @@ def _from_folder(folder: Path, device: str, *, allow_pickle: bool = False, hub_i
     else:
         pipe = pipeline_class.from_pretrained(folder, use_safetensors=not allow_pickle, dtype=dtype)
     return _finish(pipe, family, device)
-
-
-def _folder_hints(folder: Path) -> dict:
-    """What the configs say beyond the family: a few-step schedule, a Flux guidance embedding."""
-    hints = {}
-    scheduler = folder / "scheduler" / "scheduler_config.json"
-    if scheduler.is_file():
-        hints["few_step"] = read_config(scheduler).get("timestep_spacing") == "trailing"
-    transformer = folder / "transformer" / "config.json"
-    if transformer.is_file():
-        hints["guidance_embeds"] = bool(read_config(transformer).get("guidance_embeds", False))
-    return hints
 
 
 def _hub_folder(repo: str, *, configs_only: bool) -> Path:
@@ -221,12 +209,7 @@ def _from_single_file(path: Path, device: str):
 def _checkpoint_shapes(path: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
     """Tensor names and shapes from the header (safetensors) or the loaded state dict (an allowed pickle)."""
     if path.suffix == ".safetensors":
-        header = read_safetensors_header(path)
-        metadata = header.get("__metadata__")
-        metadata = (
-            {k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {}
-        )
-        return {name: t["shape"] for name, t in header.items() if name != "__metadata__"}, metadata
+        return safetensors_shapes(path)
     from diffusers.loaders.single_file_utils import load_single_file_checkpoint
 
     checkpoint = load_single_file_checkpoint(str(path))

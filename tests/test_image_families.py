@@ -265,3 +265,49 @@ def test_hearth_run_image_writes_a_png_with_its_parameters_for_each_family(saved
         assert image.size == (32, 32)
         parameters = image.text["parameters"]
     assert PROMPT in parameters and str(model.name) in parameters
+
+
+def test_a_model_brings_the_size_steps_and_guidance_its_family_is_made_for(saved, offline_cache, capsys):
+    """``hearth run image --model <SDXL>`` draws at 1024², Flux schnell in 4 steps without guidance;
+    what the user types wins, and the demo model keeps the schema's defaults."""
+    from app.cli import build_parser, request_from_args
+    from models.image_families import FLUX_SCHNELL, SDXL
+
+    folders, _ = saved
+
+    def request(*extra):
+        return request_from_args(build_parser().parse_args(["run", "image", "--prompt", PROMPT, *extra]))
+
+    xl = request("--model", str(folders["SDXL"]))
+    assert (xl.width, xl.height, xl.steps, xl.guidance) == (1024, 1024, SDXL.steps, SDXL.guidance)
+    assert "SDXL: made for 1024×1024" in capsys.readouterr().err
+    schnell = request("--model", str(folders["Flux schnell"]))
+    assert (schnell.steps, schnell.guidance) == (FLUX_SCHNELL.steps, FLUX_SCHNELL.guidance)
+    mine = request("--model", str(folders["SDXL"]), "--width", "640", "--steps", "12")
+    assert (mine.width, mine.height, mine.steps) == (640, 1024, 12)
+    hub = request("--model", "stabilityai/stable-diffusion-xl-base-1.0")  # from the hub cache, offline
+    assert (hub.width, hub.steps) == (1024, SDXL.steps)
+    from workers.protocol import ImageRequest
+    from workers.schema import default_of
+
+    demo = request()
+    assert (demo.width, demo.steps) == (default_of(ImageRequest, "width"), default_of(ImageRequest, "steps"))
+
+
+def test_picking_a_model_in_the_image_tab_fills_the_form_with_its_settings(saved, qtbot):
+    from app.fake_bridge import FakeBridge
+    from app.image_tab import ImageTab
+    from models.image_families import SDXL
+
+    folders, _ = saved
+    tab = ImageTab(FakeBridge())
+    qtbot.addWidget(tab)
+    tab.width_box.setValue(96)
+    tab.model_box.set_model(str(folders["SDXL"]))  # as a restored setting does: the form stays
+    assert tab.width_box.value() == 96
+    tab.model_box.lineEdit().editingFinished.emit()  # the user typed it
+    assert (tab.width_box.value(), tab.height_box.value(), tab.steps.value()) == (1024, 1024, SDXL.steps)
+    assert "SDXL: made for 1024×1024" in tab.model_note.text()
+    tab.width_box.setValue(768)  # a later change of the user's own stays
+    tab.model_box.lineEdit().editingFinished.emit()
+    assert tab.width_box.value() == 768

@@ -22,6 +22,7 @@ from app.api.follow import run_to_end
 from app.api.hub import JobHub, JobWatch
 from app.api.model_list import require_model
 from models.catalog import ModelKind
+from models.image_profile import recommended_profile, recommended_settings
 from workers.errors import BadInput
 from workers.protocol import (
     AUDIO_FORMATS,
@@ -44,7 +45,7 @@ AUDIO_MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg
 
 
 def parse_size(value: object, cls: type) -> dict:
-    """``"WIDTHxHEIGHT"`` as request fields; absent: the request's declared size."""
+    """``"WIDTHxHEIGHT"`` as request fields; absent: {} (the size the model is made for, else the declared one)."""
     if value in (None, "auto"):
         return {}
     if isinstance(value, str):
@@ -151,6 +152,8 @@ class MediaEndpoints:
             exclude=("model", "out_path", "init_image", "loras", "upscale", "batch_count"),
         )
         seed = extras.pop("seed", _default(ImageRequest, "seed"))
+        profile = recommended_profile(model)  # size, steps, guidance the model is made for
+        made_for = recommended_settings(profile) if profile is not None else {}
         jobs = []
         for index in range(count):  # n images: n seeds in a row, as a batch in the window would be
             seed_i = {"seed": seed + index if isinstance(seed, int) and not isinstance(seed, bool) else seed}
@@ -158,9 +161,7 @@ class MediaEndpoints:
                 job = ImageRequest(
                     prompt=prompt,
                     model=model,
-                    **parse_size(body.get("size"), ImageRequest),
-                    **extras,
-                    **seed_i,
+                    **{**made_for, **parse_size(body.get("size"), ImageRequest), **extras, **seed_i},
                 )
             except TypeError as exc:
                 raise ApiError(400, str(exc)) from None
