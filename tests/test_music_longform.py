@@ -54,6 +54,22 @@ def test_long_form_has_exact_length_and_no_click_at_the_seams():
     assert np.abs(np.diff(hard_cut)).max() > 3 * inside  # the same windows butt-joined do click
 
 
+def test_a_seam_keeps_the_level_whether_the_windows_agree_or_not():
+    """Two renditions of the same stretch are not 3 dB louder mid-seam (equal power's bump on
+    correlated audio), and unrelated ones still keep their power."""
+    windows = plan_windows(2 * RATE, window=RATE, context=3200, crossfade=1600, hop=HOP)
+    second = windows[1]
+    seam = slice(windows[0].length - second.crossfade, windows[0].length)
+    steady = np.full((1, windows[0].length), -0.5, dtype=np.float32)  # the demo model's near-DC output
+    joined = join(steady, second, np.full((1, second.length), -0.5, dtype=np.float32))
+    np.testing.assert_allclose(joined[:, seam], -0.5, atol=1e-6)
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((1, windows[0].length)).astype(np.float32)
+    other = rng.standard_normal((1, second.length)).astype(np.float32)
+    blended = join(noise, second, other)[:, seam]
+    assert 0.9 < float(np.mean(blended**2)) < 1.1  # unit-power noise in, unit power through the seam
+
+
 def test_cancel_keeps_the_finished_windows():
     windows = plan_windows(5 * RATE, window=RATE, context=3200, crossfade=1600, hop=HOP)
     longform, calls = LongForm(windows), []

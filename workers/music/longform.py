@@ -4,8 +4,11 @@ MusicGen produces at most about 30 s per ``generate`` call. Longer pieces are ma
 MusicGen's own "extend" works: each new window is prompted with the tail of the song so far
 (``context`` samples), so it continues the music instead of starting over; its audio covers that
 tail again plus ``new`` samples. The last ``crossfade`` samples of the tail are blended with the
-start of the new window's rendition of them under an equal-power (sin/cos) crossfade, so neither
-the level nor the waveform jumps at a seam. The song is cut to exactly the requested number of
+start of the new window's rendition of them under a crossfade that keeps the level: equal power
+(sin/cos) for unrelated audio, but the new window re-renders the same stretch, and two renditions
+that agree would come out up to 3 dB louder mid-seam under equal power; the fades are normalised by
+how alike the two renditions are (``level_keeping_fades``), so neither the level nor the waveform
+jumps at a seam. The song is cut to exactly the requested number of
 samples. ``LongForm.audio`` always holds the finished windows, so a cancel keeps them.
 """
 
@@ -70,6 +73,20 @@ def equal_power_fades(samples: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(t * math.pi / 2).astype(np.float32), np.sin(t * math.pi / 2).astype(np.float32)
 
 
+def level_keeping_fades(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fade_out, fade_in) for blending ``old`` into ``new`` (same shape) without a level bump.
+
+    With ``a``, ``b`` the equal-power fades and ``r`` the two stretches' normalised correlation, the
+    blend's power is ``a² + b² + 2rab = 1 + r·sin 2θ`` times theirs; dividing both fades by its root
+    keeps it at 1: identical renditions pass unchanged, unrelated ones get equal power. A negative
+    ``r`` (rare: opposite phase) is taken as 0, so the gain never exceeds equal power's."""
+    fade_out, fade_in = equal_power_fades(old.shape[-1])
+    norms = float(np.linalg.norm(old)) * float(np.linalg.norm(new))
+    r = min(1.0, max(0.0, float(np.vdot(old, new)) / norms)) if norms > 0 else 0.0
+    gain = 1.0 / np.sqrt(1.0 + r * 2.0 * fade_out * fade_in)
+    return (fade_out * gain).astype(np.float32), (fade_in * gain).astype(np.float32)
+
+
 def join(song: np.ndarray, window: Window, audio: np.ndarray) -> np.ndarray:
     """Append a window's audio ``(channels, >= window.length)`` to ``song`` ``(channels, samples)``."""
     if audio.shape[-1] < window.length:
@@ -78,9 +95,10 @@ def join(song: np.ndarray, window: Window, audio: np.ndarray) -> np.ndarray:
     fade = window.crossfade
     if fade == 0:
         return np.concatenate([song, audio[:, window.context :]], axis=1)
-    fade_out, fade_in = equal_power_fades(fade)
     seam = song.shape[-1] - fade
-    blended = song[:, seam:] * fade_out + audio[:, window.context - fade : window.context] * fade_in
+    old, new = song[:, seam:], audio[:, window.context - fade : window.context]
+    fade_out, fade_in = level_keeping_fades(old, new)
+    blended = old * fade_out + new * fade_in
     return np.concatenate([song[:, :seam], blended, audio[:, window.context :]], axis=1)
 
 
