@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from models.hub_access import HubUnreachable, checked_repo_id, endpoint, hub_call, hub_session
 from models.scan import hf_cache_dir
@@ -146,7 +147,7 @@ class Cancel:
     closes the connection being read, so a download stuck on a silent server stops at once."""
 
     event: threading.Event = field(default_factory=threading.Event)
-    response: object = None
+    response: Any = None
 
     def set(self) -> None:
         self.event.set()

@@ -90,9 +90,9 @@ def load_image_pipeline(spec: str, allow_pickle: bool = False, device: str = "cp
             if spec != DEMO_SD_ID:
                 raise MissingModel(f"{spec} is not an image model")
             pipe = _from_folder(ensure_demo_sd(), device)
-        elif source.kind is SourceKind.local_folder:
+        elif source.kind is SourceKind.local_folder and source.path is not None:
             pipe = _from_folder(source.path, device, allow_pickle=allow_pickle)
-        elif source.kind is SourceKind.single_file:
+        elif source.kind is SourceKind.single_file and source.path is not None:
             pipe = _from_single_file(source.path, device)
         elif source.kind is SourceKind.hub_id:
             pipe = _from_folder(_hub_folder(spec, configs_only=True), device, hub_id=spec)
@@ -128,7 +128,9 @@ def image_family(pipe) -> ImageFamily:
             raise MissingModel(
                 f"a {name} is not a pipeline Hearth's image tab runs (it runs {', '.join(SUPPORTED)})"
             )
-    return profile_for(found, few_step=few_step, guidance_embeds=_guidance_embeds(pipe))
+    family = profile_for(found, few_step=few_step, guidance_embeds=_guidance_embeds(pipe))
+    assert family is not None  # every name matched above has a profile
+    return family
 
 
 def family_dtype(family: ImageFamily, device: str):
@@ -288,9 +290,6 @@ def _swap_fp16_vae(pipe, family: ImageFamily) -> None:
 
 
 def _guidance_embeds(pipe) -> bool | None:
-    transformer = getattr(pipe, "transformer", None)
-    return (
-        bool(transformer.config.guidance_embeds)
-        if hasattr(getattr(transformer, "config", None), "guidance_embeds")
-        else None
-    )
+    config = getattr(getattr(pipe, "transformer", None), "config", None)
+    embeds = getattr(config, "guidance_embeds", None)
+    return None if embeds is None else bool(embeds)

@@ -168,13 +168,17 @@ class ModelRegistry:
 
     def remove(self, key: str) -> RegisteredModel:
         """Unlink a model: its row goes, its files stay where they are."""
+        model = self._known(key)
+        with self._lock:
+            self._db.execute("DELETE FROM models WHERE id = ?", (model.id,))
+        return model
+
+    def _known(self, key: str) -> RegisteredModel:
         model = self.get(key)
         if model is None:
             if any(entry.id == key for entry in CATALOG):
                 raise BadInput(f"{key} is built into Hearth and cannot be removed", field="id")
             raise MissingModel(f"no model {key!r} in the registry (`hearth models list` shows the ids)")
-        with self._lock:
-            self._db.execute("DELETE FROM models WHERE id = ?", (model.id,))
         return model
 
     def delete_files(self, key: str) -> tuple[list[RegisteredModel], int]:
@@ -183,9 +187,7 @@ class ModelRegistry:
         the bytes freed. A model Hearth only linked is refused: its files are the user's."""
         from models.hub_cache import cached_revision, delete_revision
 
-        model = self.get(key)
-        if model is None:
-            self.remove(key)  # the same errors as unlinking an unknown id
+        model = self._known(key)
         if not model.downloaded:
             raise BadInput(
                 f"{model.id} was linked, not downloaded by Hearth: its files are yours, so it is only unlinked",

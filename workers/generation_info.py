@@ -160,9 +160,11 @@ def _from_image(path: Path) -> GenerationInfo:
             return _hearth(path, own, "the PNG's hearth text chunk", chunks.get("parameters", ""))
         except BadInput as exc:
             notes.append(str(exc))
-    own = _sidecar_noting(path, notes)
-    if own is not None:
-        return _hearth(path, own, f"the sidecar {sidecar_of(path).name}", chunks.get("parameters", ""), notes)
+    sidecar = _sidecar_noting(path, notes)
+    if sidecar is not None:
+        return _hearth(
+            path, sidecar, f"the sidecar {sidecar_of(path).name}", chunks.get("parameters", ""), notes
+        )
     if chunks.get("parameters"):
         parsed = parse_a1111(chunks["parameters"])
         return GenerationInfo(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from workers.errors import BadInput
 
@@ -98,7 +99,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [min(span, round(i * span / (count - 1) / 8) * 8) for i in range(count)]
 
 
-def tiled_upscale(image, tile: int, repaint_tile: Callable) -> object:
+def tiled_upscale(image, tile: int, repaint_tile: Callable) -> Any:
     """``image`` (already enlarged) repainted tile by tile: ``repaint_tile(crop, index)`` returns
     each crop repainted at its size; overlaps are cross-faded linearly."""
     import numpy as np

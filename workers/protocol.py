@@ -48,7 +48,6 @@ UPSCALE_STRENGTH = 0.3
 keep the picture (A1111's SD upscale is used at 0.2-0.4), high enough to add detail."""
 
 
-
 class WorkerKind(StrEnum):
     """One worker process per sub-app, each keeping its models warm between jobs."""
 

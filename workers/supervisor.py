@@ -17,7 +17,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from workers.codec import MalformedMessage, decode, encode
 from workers.errors import BadInput, ErrorKind
@@ -60,7 +61,7 @@ TERMINATED_EXIT_CODES = (-signal.SIGTERM, TERMINATED_EXIT_CODE)
 class WorkerHandle:
     kind: WorkerKind
     process: mp.process.BaseProcess | None = None
-    conn: object = None
+    conn: Connection | None = None
     status: WorkerStatus = WorkerStatus.stopped
     current: Submit | None = None
     queue: deque[Submit] = field(default_factory=deque)
@@ -79,7 +80,7 @@ class Supervisor:
     instead: the same API and events, the workers hosted as Ray actors on a cluster's nodes.
     """
 
-    def __new__(cls, *args, transport: object | None = None, **kwargs):
+    def __new__(cls, *args, transport: Any = None, **kwargs):
         if transport is not None and cls is Supervisor:
             cls = transport.supervisor_class
         return super().__new__(cls)
@@ -120,7 +121,7 @@ class Supervisor:
         self._monitor.start()
         if self._restore_queue:
             for record in self._store.claim_unfinished():
-                if record.request.kind in self._workers:
+                if record.request is not None and record.request.kind in self._workers:
                     self._enqueue(
                         Submit(job_id=record.job_id, request=record.request, priority=record.priority)
                     )
@@ -271,7 +272,7 @@ class Supervisor:
     def _drain(self, handle: WorkerHandle) -> None:
         conn = handle.conn
         try:
-            while conn.poll():
+            while conn is not None and conn.poll():
                 self._on_event(handle, decode(conn.recv_bytes(), expected=WorkerEvent))
         except (EOFError, OSError):
             pass  # the sentinel reports the death
@@ -383,6 +384,7 @@ class Supervisor:
 def _end_of_dead_job(handle: WorkerHandle, code: int | None) -> Cancelled | Failed:
     """A worker stopped by SIGTERM (sent to the whole process group when a session ends) was told
     to stop: its job is cancelled. Any other death is a crash."""
+    assert handle.current is not None  # called only for the job the worker was running
     if code in TERMINATED_EXIT_CODES:
         return Cancelled(job_id=handle.current.job_id, at_step=-1)
     message = (

@@ -110,4 +110,4 @@ def _typed(where: str, data: dict, key: str, kind: str) -> Any:
     bool_where_number = isinstance(value, bool) and kind != "bool"
     if bool_where_number or not isinstance(value, _PYTHON_TYPES[kind]):
         raise BadInput(f"{where} must be {kind}, got {type(value).__name__}")
-    return float(value) if kind == "float" else value
+    return float(value) if kind == "float" and isinstance(value, int | float) else value

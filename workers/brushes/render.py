@@ -27,6 +27,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from workers.brushes.layers import Layer, visible_stack
@@ -125,7 +126,7 @@ class BrushSession:
         conditioning = self._conditioning(layer.prompt or self.prompt)
         for k in range(layer.regen_step, self.merge_step):
             z = denoise_step(self.pipe, self.scheduler, z, k, conditioning, self.trajectory.guidance)
-            progress.advance(lambda z=z: region_preview(z, mask, self.family))
+            progress.advance(partial(region_preview, z, mask, self.family))
         _remember(self.branches, key, z, BRANCH_CACHE_SIZE)
         return z
 
@@ -167,7 +168,7 @@ class BrushSession:
                 self.trajectory.guidance,
             )
             composite = torch.where(union, stepped, original[k + 1 : k + 2])
-            progress.advance(lambda z=composite: region_preview(z, preview_mask, self.family))
+            progress.advance(partial(region_preview, composite, preview_mask, self.family))
         return composite
 
     # -- 4. decode ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from workers.protocol import (
     BrushRenderRequest,
     ChatRequest,
     ImageRequest,
+    JobRequest,
     MusicRequest,
     VideoRequest,
 )
@@ -54,7 +55,7 @@ def _local_file(value: str) -> bool:
         return False
 
 
-def staged_request(request: object, job_id: str, staging: Path) -> object:
+def staged_request(request: JobRequest, job_id: str, staging: Path) -> JobRequest:
     """The request with its output pointed into ``staging`` (same suffix, so the same format)."""
     if not isinstance(request, SHIPPED):
         return request

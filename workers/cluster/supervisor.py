@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
@@ -110,7 +111,8 @@ class NodeHandle:
     ip: str
     local: bool
     gpus: float
-    agent: object = None
+    agent: Any = None
+    """The node's arbiter agent (a Ray actor handle)."""
     alive: bool = True
 
 
@@ -118,7 +120,8 @@ class NodeHandle:
 class RemoteWorker:
     node: NodeHandle
     kind: WorkerKind
-    actor: object = None
+    actor: Any = None
+    """The worker's Ray actor handle."""
     status: WorkerStatus = WorkerStatus.starting
     pid: int = 0
     current: Submit | None = None
@@ -173,7 +176,7 @@ class ClusterSupervisor(Supervisor):
         self._monitor.start()
         if self._restore_queue:
             for record in self._store.claim_unfinished():
-                if record.request.kind in self._workers:
+                if record.request is not None and record.request.kind in self._workers:
                     self._enqueue(
                         Submit(job_id=record.job_id, request=record.request, priority=record.priority)
                     )
@@ -337,7 +340,9 @@ class ClusterSupervisor(Supervisor):
                 self._spawn(node, kind)
         log.info("node %s joined (%s)", node.name, described["device"])
 
-    def _spawn(self, node: NodeHandle, kind: WorkerKind) -> RemoteWorker:
+    # The local Supervisor's worker methods take a WorkerHandle; here a worker is a RemoteWorker
+    # on a node, so these overrides take that instead (the base class never calls them).
+    def _spawn(self, node: NodeHandle, kind: WorkerKind) -> RemoteWorker:  # type: ignore[override]
         # Ray's GPU count is bookkeeping: a share per kind so the workers land on the node's first
         # GPU (the one its arbiter watches) and Ray leaves CUDA_VISIBLE_DEVICES pointing at it.
         share = 1.0 / len(self._kinds) if node.gpus >= 1 else 0
@@ -517,7 +522,7 @@ class ClusterSupervisor(Supervisor):
     def _running(self, job_id: str) -> RemoteWorker | None:
         return next((w for w in self._remote if w.current is not None and w.current.job_id == job_id), None)
 
-    def _send(self, worker: RemoteWorker, command: object) -> None:
+    def _send(self, worker: RemoteWorker, command: object) -> None:  # type: ignore[override]
         with contextlib.suppress(RayError):
             worker.actor.command.remote(encode(command))
 
@@ -567,7 +572,7 @@ class ClusterSupervisor(Supervisor):
     def _offers(self, submit: Submit, nodes: list[NodeHandle]) -> list[NodeOffer]:
         snapshots = self._snapshots(nodes)
         tiers = self._tiers.get(_tier_key(submit.request))
-        running = {}
+        running: dict[str, int] = {}
         for worker in self._remote:
             if worker.current is not None:
                 running[worker.node.node_id] = running.get(worker.node.node_id, 0) + 1
@@ -595,7 +600,7 @@ class ClusterSupervisor(Supervisor):
                 log.warning("node %s did not give its ledger: %s", node_id[:8], exc)
         return out
 
-    def _on_event(self, worker: RemoteWorker, event: object) -> None:
+    def _on_event(self, worker: RemoteWorker, event: object) -> None:  # type: ignore[override]
         with self._lock:
             if self._stopping or not worker.alive:
                 return  # as locally: after shutdown began, nothing is recorded

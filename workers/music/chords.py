@@ -145,7 +145,7 @@ def chroma_frames(
     import numpy as np
 
     count = 1 + math.floor(seconds * frame_rate + 1e-9)
-    frames = np.zeros((count, 12), dtype=np.float32)
+    frames: np.ndarray = np.zeros((count, 12), dtype=np.float32)
     for i in range(count):
         frames[i, pitch_class_at(chords, start_s + i / frame_rate, bpm, meter)] = 1.0
     return frames

@@ -110,7 +110,7 @@ class LongForm:
 
     def __init__(self, windows: list[Window], channels: int = 1) -> None:
         self.windows = windows
-        self.audio = np.zeros((channels, 0), dtype=np.float32)
+        self.audio: np.ndarray = np.zeros((channels, 0), dtype=np.float32)
         self.finished = 0
 
     @property
