@@ -111,9 +111,9 @@ def resolve_folder(spec: str, *, allow_pickle: bool = False, on_status: Status =
     match source.kind:
         case SourceKind.catalog if spec == EMBEDDED_ID:
             return gguf_to_folder(embedded_gguf_path(), on_status)
-        case SourceKind.gguf:
+        case SourceKind.gguf if source.path is not None:
             return gguf_to_folder(source.path, on_status)
-        case SourceKind.local_folder:
+        case SourceKind.local_folder if source.path is not None:
             return _checked_folder(source.path, allow_pickle)
         case SourceKind.hub_id:
             return _checked_folder(hub_folder(spec, allow_pickle, on_status), allow_pickle)

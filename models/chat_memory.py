@@ -188,6 +188,8 @@ def _describe_gguf(path: Path, embedded: bool = False) -> str:
         footprint = embedded_footprint() if embedded else read_gguf_footprint(path)
     except (OSError, ValueError):  # BadInput is a ValueError: the job will say what is wrong
         return "memory: known once the model is loaded"
+    if footprint is None:  # the embedded model's package is not installed
+        return "memory: known once the model is loaded"
     n_ctx = gguf_context(footprint)
     shipped = "converted once from the shipped Q4_1" if embedded else "as shipped"
     return (

@@ -27,7 +27,9 @@ import ctypes
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from models.chat_memory import GGUFFootprint, GGUFPlan, gguf_context, gguf_plans, read_gguf_footprint
 from workers.context import JobContext, MemoryTier
@@ -231,12 +233,13 @@ class GGUFSlot:
 
     def __init__(self, path: Path, footprint: GGUFFootprint, n_ctx: int) -> None:
         self.path, self.footprint, self.n_ctx = path, footprint, n_ctx
-        self.llama = None
+        self.llama: Any = None
+        """The loaded ``llama_cpp.Llama`` (None until the first lease's tier loads it)."""
         self.gpu_layers: int | None = None
         self.epoch = 0
         """Bumped at every load: a decode loop on an older model restarts on the new one."""
         self.reload_s = 0.0
-        self._tokenizer = None
+        self._tokenizer: GGUFTokenizer | None = None
 
     @property
     def tokenizer(self) -> GGUFTokenizer:
@@ -321,7 +324,7 @@ def lease_gguf(ctx: JobContext, key: str, slot, footprint: GGUFFootprint, n_ctx:
             name=plan.name,
             bytes=plan.bytes,
             est_step_s=plan.est_step_s,
-            apply=lambda plan=plan: slot.ensure(plan, ctx.status),
+            apply=partial(slot.ensure, plan, ctx.status),
         )
         for plan in plans
     ]

@@ -18,6 +18,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from models.chat_memory import est_token_seconds, estimate_bytes, shape_from_config
 from workers.context import JobContext, MemoryTier
@@ -99,7 +101,8 @@ class ChatModelSlot:
     def __init__(self, spec: str, allow_pickle: bool) -> None:
         self.spec = spec
         self.allow_pickle = allow_pickle
-        self.loaded = None
+        self.loaded: Any = None
+        """The loaded ``LoadedChatModel`` (weights and tokenizer), None until a lease's tier loads it."""
         self.generating = False
 
     def ensure(self, quant: str, on_status=lambda _: None):
@@ -170,7 +173,7 @@ def prepare_model(ctx: JobContext, spec: str, quant: str, allow_pickle: bool, ro
             name=name,
             bytes=estimate_bytes(shape, name),
             est_step_s=est_token_seconds(shape, name, device == "cuda"),
-            apply=lambda name=name: slot.ensure(name, ctx.status),
+            apply=partial(slot.ensure, name, ctx.status),
         )
         for name in names
     ]
@@ -383,9 +386,11 @@ class AnswerStreamer:
     """A transformers streamer: decodes new tokens, holds back partial characters and possible stop
     sequences, emits the rest, and marks a step per token (where a Stop takes effect)."""
 
-    tokenizer: object
+    tokenizer: Any
+    """A transformers tokenizer or ``GGUFTokenizer`` (both decode token ids)."""
     ctx: JobContext
-    sink: object
+    sink: Any
+    """Called with each piece of text the answer grows by."""
     stops: tuple[str, ...] = ()
     tokens: list[int] = field(default_factory=list)
     text: str = ""
