@@ -198,7 +198,11 @@ class MainWindow(QMainWindow):
         self.jobs_state = JobsState(self.bridge, self)
         self.jobs_state.load_history()
         self.jobs_panel = JobsPanel(self.jobs_state)
-        self.memory_state = MemoryState(interval_s=self.settings.memory_refresh_s, parent=self)
+        # On a cluster the supervisor also reads every node's arbiter (this machine's stays above).
+        node_ledgers = getattr(getattr(self.bridge, "supervisor", None), "node_ledgers", None)
+        self.memory_state = MemoryState(
+            interval_s=self.settings.memory_refresh_s, parent=self, node_ledgers=node_ledgers
+        )
         self.memory_panel = MemoryPanel(self.memory_state)
         self.jobs_dock = self._dock("Jobs", self.jobs_panel)
         self.memory_dock = self._dock("Memory", self.memory_panel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QSize, Qt, Signal, Slot
 from PySide6.QtWidgets import (
@@ -66,16 +67,32 @@ class LedgerReader:
             client.close()
 
 
+NodeLedgers = Callable[[], dict[str, LedgerSnapshot]]
+"""Each cluster node's arbiter ledger by node name (``ClusterSupervisor.node_ledgers``)."""
+
+
 class MemoryState(QObject):
-    """Polls the ledger while started. ``snapshot_changed(snapshot or None)``: None = arbiter down."""
+    """Polls the ledger while started. ``snapshot_changed(snapshot or None)``: None = arbiter down.
+
+    On a cluster (``node_ledgers`` given) it also polls every node's arbiter:
+    ``nodes_changed({node name: snapshot})``, the nodes that answered."""
 
     snapshot_changed = Signal(object)
+    nodes_changed = Signal(object)
     _arrived = Signal(object)
+    _nodes_arrived = Signal(object)
 
     def __init__(
-        self, interval_s: float = 1.0, reader_factory=LedgerReader, parent: QObject | None = None
+        self,
+        interval_s: float = 1.0,
+        reader_factory=LedgerReader,
+        parent: QObject | None = None,
+        node_ledgers: NodeLedgers | None = None,
     ) -> None:
         super().__init__(parent)
+        self.node_ledgers = node_ledgers
+        self.nodes: dict[str, LedgerSnapshot] = {}
+        self._nodes_arrived.connect(self._store_nodes, Qt.ConnectionType.QueuedConnection)
         self.interval_s = max(MIN_INTERVAL_S, interval_s)  # a hand-edited 0 must not spin
         self.snapshot: LedgerSnapshot | None = None
         self.polled = False
@@ -113,16 +130,31 @@ class MemoryState(QObject):
                     break
                 try:
                     self._arrived.emit(snapshot)
+                    if self.node_ledgers is not None:
+                        self._nodes_arrived.emit(self._read_nodes())
                 except RuntimeError:  # the panel was deleted while we were asking
                     break
                 stop.wait(self.interval_s)
         finally:
             reader.close()
 
+    def _read_nodes(self) -> dict[str, LedgerSnapshot]:
+        assert self.node_ledgers is not None
+        try:
+            return self.node_ledgers()
+        except Exception:  # noqa: BLE001 - a cluster that stops answering shows no nodes, it does not end polling
+            log.warning("the cluster's node ledgers could not be read", exc_info=True)
+            return {}
+
     @Slot(object)
     def _store(self, snapshot: LedgerSnapshot | None) -> None:
         self.snapshot, self.polled = snapshot, True
         self.snapshot_changed.emit(snapshot)
+
+    @Slot(object)
+    def _store_nodes(self, nodes: dict[str, LedgerSnapshot]) -> None:
+        self.nodes = nodes
+        self.nodes_changed.emit(nodes)
 
 
 def _table(headers: list[str], stretch: int) -> QTableWidget:
@@ -205,8 +237,12 @@ class MemoryPanel(QWidget):
         self.leases = _table(["App", "Memory", "Tier, state"], stretch=2)
         self.waiting = _table(["App", "Job", "Priority", "Why it waits"], stretch=3)
         self.timeline = MemoryTimeline()
+        self.nodes_title = QLabel("<b>Cluster nodes</b>")
+        self.nodes = _table(["Node", "Device", "Leased of budget", "Free", "Jobs"], stretch=0)
         self._lay_out()
+        self.show_nodes({})
         state.snapshot_changed.connect(self.show_snapshot)
+        state.nodes_changed.connect(self.show_nodes)
 
     def _lay_out(self) -> None:
         form = QFormLayout()
@@ -225,6 +261,8 @@ class MemoryPanel(QWidget):
         layout.addWidget(self.leases, 2)
         layout.addWidget(QLabel("<b>Waiting for memory</b>"))
         layout.addWidget(self.waiting, 1)
+        layout.addWidget(self.nodes_title)
+        layout.addWidget(self.nodes, 1)
 
     @Slot()
     def _save_keep_free(self) -> None:
@@ -267,6 +305,25 @@ class MemoryPanel(QWidget):
         self._show_figures(snapshot)
         self._show_tables(snapshot)
         self.timeline.add_snapshot(snapshot)
+
+    @Slot(object)
+    def show_nodes(self, nodes: dict[str, LedgerSnapshot]) -> None:
+        """Each cluster node's own arbiter, a row per node; hidden off a cluster."""
+        rows = []
+        for name, s in sorted(nodes.items()):
+            leased = sum(lease.bytes for lease in s.leases)
+            rows.append(
+                [
+                    name,
+                    s.device or "unknown",
+                    f"{format_bytes(leased)} of {format_bytes(s.budget)}",
+                    format_bytes(max(0, s.budget - leased - s.returning)),
+                    f"{len(s.leases)} leased, {len(s.waiting)} waiting",
+                ]
+            )
+        _fill(self.nodes, rows)
+        for widget in (self.nodes_title, self.nodes):
+            widget.setVisible(bool(rows))
 
     def _show_figures(self, s: LedgerSnapshot) -> None:
         leased = sum(lease.bytes for lease in s.leases)

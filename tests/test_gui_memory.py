@@ -80,6 +80,45 @@ def test_panel_shows_budget_leases_and_waiting_requests(qtbot, make_panel):
     assert panel.usage.value() == 500 and panel.usage.format() == "3.0 GiB of 6.0 GiB leased"
 
 
+def test_on_a_cluster_each_nodes_arbiter_has_a_row(qtbot):
+    """The window's supervisor on a Ray cluster reads every node's arbiter: one row per node, with
+    its own device, budget and leases; a cluster that stops answering empties the table, no crash."""
+    from dataclasses import replace
+
+    answers = [{"desk": SNAPSHOT, "server": replace(SNAPSHOT, device="simulated 24 GiB", leases=())}]
+
+    def node_ledgers():
+        if not answers:
+            raise ConnectionError("the cluster is gone")
+        return answers[0]
+
+    state = MemoryState(
+        interval_s=0.1, reader_factory=lambda: ScriptedReader(SNAPSHOT), node_ledgers=node_ledgers
+    )
+    panel = MemoryPanel(state)
+    qtbot.addWidget(panel)
+    panel.show()
+    try:
+        qtbot.waitUntil(lambda: panel.nodes.rowCount() == 2, timeout=5000)
+        rows = [[panel.nodes.item(r, c).text() for c in range(5)] for r in range(2)]
+        assert rows[0] == ["desk", "simulated 8 GiB", "3.0 GiB of 6.0 GiB", "3.0 GiB", "1 leased, 1 waiting"]
+        assert rows[1][:2] == ["server", "simulated 24 GiB"] and rows[1][4] == "0 leased, 1 waiting"
+        assert panel.nodes.isVisibleTo(panel)
+        answers.clear()
+        qtbot.waitUntil(lambda: panel.nodes.rowCount() == 0, timeout=5000)
+        assert (
+            not panel.nodes.isVisibleTo(panel) and panel.state.snapshot is not None
+        )  # local panel still polls
+    finally:
+        state.stop(wait_s=5)
+
+
+def test_off_a_cluster_there_is_no_nodes_table(qtbot, make_panel):
+    panel = make_panel(lambda: ScriptedReader(SNAPSHOT))
+    qtbot.waitUntil(lambda: panel.state.snapshot is not None, timeout=5000)
+    assert not panel.nodes.isVisibleTo(panel) and panel.state.node_ledgers is None
+
+
 def test_panel_says_so_when_no_arbiter_runs(qtbot, make_panel):
     panel = make_panel()
     qtbot.waitUntil(lambda: panel.state.polled, timeout=5000)
