@@ -21,7 +21,7 @@ WAN_REASON = (
     "Wan single-file checkpoints are not supported yet: use a diffusers Wan folder "
     "(e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
 )
-LTX_REASON = "LTX-Video is not supported yet"
+LTX_REASON = "LTX-Video single-file checkpoints are not supported yet: use a diffusers LTX-Video folder"
 UNET_ONLY_REASON = "a UNet alone, without its text encoder and VAE: Hearth needs a whole checkpoint"
 INPAINT_REASON = "an inpainting checkpoint (9 input channels): Hearth's image tab runs text-to-image models"
 LORA_REASON = (

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from models.checkpoint_families import (
-    LTX_REASON,
     MOTION_REASON,
     UNET_ONLY_REASON,
     VAE_REASON,
@@ -17,8 +16,9 @@ from workers.errors import BadInput
 
 MAX_CONFIG_BYTES = 1_000_000
 """Real configs are a few KB; a bigger one is not read."""
-IMAGE_TO_VIDEO_REASON = "image-to-video is not supported yet: Hearth's video tab is text-to-video"
-STABLE_AUDIO_REASON = "Stable Audio is not supported yet: Hearth's music tab runs MusicGen"
+LTX_CONDITION_REASON = (
+    "LTX-Video's condition pipeline is not supported yet: Hearth runs LTX-Video text- and image-to-video"
+)
 CHAT_FAMILIES = {
     "llama": "Llama",
     "mistral": "Mistral",
@@ -77,16 +77,19 @@ def recognise_pipeline(folder: Path, index: dict) -> Recognition:
             return Recognition(FoundKind.image, "Flux")
         case "AnimateDiffPipeline":
             return Recognition(FoundKind.video, "AnimateDiff")
+        case "AnimateDiffSDXLPipeline":
+            return Recognition(FoundKind.video, "AnimateDiff SDXL")
         case "WanPipeline" | "WanImageToVideoPipeline":
             two = _listed(index.get("transformer_2")) or _component_config(folder, "transformer").get(
                 "in_channels"
             ) in (48,)
-            reason = "" if name == "WanPipeline" else IMAGE_TO_VIDEO_REASON
-            return Recognition(FoundKind.video, "Wan 2.2" if two else "Wan 2.1", reason)
-        case "LTXPipeline" | "LTXConditionPipeline" | "LTXImageToVideoPipeline":
-            return Recognition(FoundKind.video, "LTX-Video", LTX_REASON)
+            return Recognition(FoundKind.video, "Wan 2.2" if two else "Wan 2.1")
+        case "LTXPipeline" | "LTXImageToVideoPipeline":
+            return Recognition(FoundKind.video, "LTX-Video")
+        case "LTXConditionPipeline":
+            return Recognition(FoundKind.video, "LTX-Video", LTX_CONDITION_REASON)
         case "StableAudioPipeline":
-            return Recognition(FoundKind.music, "Stable Audio", STABLE_AUDIO_REASON)
+            return Recognition(FoundKind.music, "Stable Audio")
     return Recognition(
         FoundKind.unknown, name, f"a {name or 'pipeline without a class name'}: not a pipeline Hearth runs"
     )

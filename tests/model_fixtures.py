@@ -314,7 +314,7 @@ EXPECTED = {
     "ollama:phi3:mini": ("chat", "Phi3", True),
     "hub:stable-diffusion-v1-5/stable-diffusion-v1-5": ("image", "SD1.5", True),
     "hub:Wan-AI/Wan2.1-T2V-1.3B-Diffusers": ("video", "Wan 2.1", True),
-    "hub:Lightricks/LTX-Video": ("video", "LTX-Video", False),
+    "hub:Lightricks/LTX-Video": ("video", "LTX-Video", True),
     "hub:facebook/musicgen-small": ("music", "MusicGen", True),
     "hub:facebook/musicgen-melody": ("music", "MusicGen-Melody", True),
     "hub:HuggingFaceTB/SmolLM2-135M-Instruct": ("chat", "SmolLM", True),

@@ -21,7 +21,7 @@ SINGLE_FILES = [
     (mf.SD35, None, "image", "SD3.5", ""),
     (mf.FLUX, None, "image", "Flux", ""),  # its text encoders and VAE come from its base repo
     (mf.WAN_13B, None, "video", "Wan 2.1", "Wan single-file checkpoints are not supported yet"),
-    (mf.LTX, None, "video", "LTX-Video", "LTX-Video is not supported yet"),
+    (mf.LTX, None, "video", "LTX-Video", "LTX-Video single-file checkpoints are not supported yet"),
     (mf.MOTION_MODULE, None, "motion_adapter", "AnimateDiff motion module", "a motion module alone"),
     (mf.LORA_SDXL, None, "lora", "SDXL", "a LoRA alone"),
     (mf.LORA_SD15, None, "lora", "SD1.5", "a LoRA alone"),
@@ -80,7 +80,7 @@ def test_a_diffusers_folder_counts_each_of_its_parts_once(tmp_path):
     ("repo", "kind", "family", "runs"),
     [
         ("Wan-AI--Wan2.1-T2V-1.3B-Diffusers", "video", "Wan 2.1", True),
-        ("Lightricks--LTX-Video", "video", "LTX-Video", False),
+        ("Lightricks--LTX-Video", "video", "LTX-Video", True),
         ("facebook--musicgen-small", "music", "MusicGen", True),
         ("facebook--musicgen-melody", "music", "MusicGen-Melody", True),
         ("HuggingFaceTB--SmolLM2-135M-Instruct", "chat", "SmolLM", True),
