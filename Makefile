@@ -46,6 +46,7 @@ test: $(STAMP) check-system
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 # The inner loop: everything but the soak run and other tests marked slow.

@@ -146,7 +146,7 @@ def load_video_pipeline(spec: str, allow_pickle: bool = False):
             if spec not in DEMO_BUILDERS:
                 raise MissingModel(f"{spec} is not a video model")
             pipe = _from_folder(ensure_demo(spec), allow_pickle)
-        elif source.kind is SourceKind.local_folder:
+        elif source.kind is SourceKind.local_folder and source.path is not None:
             pipe = _from_folder(source.path, allow_pickle)
         elif source.kind is SourceKind.single_file:
             from diffusers import AnimateDiffPipeline
@@ -215,7 +215,7 @@ def denoisers(pipe) -> list:
 
 def family_label(pipe) -> str:
     """What the UI and the output's parameters call the model: "Wan 2.2 image-to-video", say."""
-    family = video_family(pipe)
+    family = video_family(pipe) or type(pipe).__name__
     task = "image-to-video" if is_image_to_video(pipe) else "text-to-video"
     if family == "wan":
         two = getattr(pipe, "transformer_2", None) is not None

@@ -16,11 +16,15 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workers.context import JobContext
 from workers.errors import BadInput
 from workers.outputs import output_path, request_parameters
 from workers.protocol import VideoRequest
+
+if TYPE_CHECKING:
+    from workers.video.memory_plan import VideoPlan
 
 PREVIEW_SIDE = 128
 FIRST_BLOCK_CACHE_THRESHOLD = 0.2
@@ -40,7 +44,7 @@ def warm_up() -> None:
 
 
 def run(ctx: JobContext, request: VideoRequest) -> None:
-    from models.video import family_label, load_video_pipeline, video_family
+    from models.video import family_label, load_video_pipeline
     from workers.devices import compute_device
     from workers.video.memory_plan import parse_memory_mode
 
@@ -52,7 +56,7 @@ def run(ctx: JobContext, request: VideoRequest) -> None:
     engine = ctx.cache.get_or_load(
         key, lambda: VideoEngine(load_video_pipeline(request.model), compute_device())
     )
-    check_frames(engine.pipe, video_family(engine.pipe), request)
+    check_frames(engine.pipe, engine.family, request)
     image = first_frame(engine.pipe, request)
     plan = engine.lease(ctx, key, request, slices)
     start = time.perf_counter()
@@ -144,12 +148,15 @@ class VideoEngine:
     def __init__(self, pipe, device: str) -> None:
         from models.video import UNET_FAMILIES, denoisers, video_family
 
+        family = video_family(pipe)
+        assert family is not None  # load_video_pipeline refuses every other pipeline
         self.pipe = pipe
         self.device = device
-        self.family = video_family(pipe)
-        self.is_unet = self.family in UNET_FAMILIES
+        self.family = family
+        self.is_unet = family in UNET_FAMILIES
         self.denoisers = denoisers(pipe)
-        self.plan = None
+        self.plan: VideoPlan | None = None
+        """How the current lease's tier runs the model; set by ``lease`` before every render."""
         self.slicers: list = []
         self._offloaded = False
 
@@ -228,6 +235,7 @@ class VideoEngine:
             flush = _cuda_synchronize if self.device.startswith("cuda") else None
             for denoiser in self.denoisers:
                 stack.enter_context(PausePoints(denoiser, lambda: ctx.pause_point(flush)))
+            assert self.plan is not None  # leased before the render
             if self.plan.sliced:
                 self.slicers = [stack.enter_context(s) for s in self._new_slicers()]
                 stack.callback(setattr, self, "slicers", [])
@@ -239,6 +247,7 @@ class VideoEngine:
         from workers.video.dit_slicer import TransformerSlicer, can_slice
         from workers.video.slicer import VideoSlicer
 
+        assert self.plan is not None
         if self.is_unet:
             return [VideoSlicer(self.pipe.unet, self.plan.frame_slices, self.plan.spatial_slices)]
         return [TransformerSlicer(d, self.plan.frame_slices) for d in self.denoisers if can_slice(d)]
@@ -320,6 +329,7 @@ class VideoEngine:
 
         ctx.status("decoding frames")
         checkpoint = checkpoint_path(ctx.job_id)
+        assert self.plan is not None
         try:
             frames, used = decode_with_checkpoint(
                 self.pipe, self.family, latents, self.plan, checkpoint, params, on_status=ctx.status

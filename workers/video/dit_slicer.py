@@ -30,6 +30,7 @@ FirstBlockCache and group offloading).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from workers.video.slicer import row_slices
 
@@ -198,7 +199,8 @@ def _tok(tensor, rows):
 
 def _whole_sequence(key_value: Callable, slices: list[slice], length: int):
     """Keys and values of all N tokens, (B, N, heads, head_dim) each, computed one slice at a time."""
-    key = value = None
+    key: Any = None
+    value: Any = None
     for rows in slices:
         k, v = key_value(rows)
         if key is None:

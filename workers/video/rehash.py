@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
 HOOK_NAME = "hearth_step_rehash"
 
@@ -62,7 +63,7 @@ class StepRehash:
         self.step = -1
         self.calls: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
-        self._cached = None  # (deep output, its owed upsampler or None)
+        self._cached: tuple[Any, Any] | None = None  # (deep output, its owed upsampler or None)
         self.installed = False
 
     @property

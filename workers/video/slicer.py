@@ -234,6 +234,7 @@ class VideoSlicer:
         outputs, group, owned = [], [], False
         for op in ops:
             if op.kind == SPATIAL:
+                assert op.fn is not None  # a spatial op always carries its function
                 group.append(op.fn)
                 continue
             if group:
