@@ -53,17 +53,20 @@ _checked: dict[tuple[str, int, int], GGUFFootprint] = {}
 
 
 def threads() -> int:
-    """Decode threads: ``HEARTH_LLAMA_THREADS``, else the physical cores up to 4.
+    """Decode threads: ``HEARTH_LLAMA_THREADS``, else one fewer than the physical cores, up to 4.
 
-    docs/FIELD-NOTES.md: on a busy 2-core machine one thread is the safe choice; a build without
-    OpenMP (ours) does not collapse when the cores are shared, so the default uses them.
+    llama.cpp's threads meet at a barrier after every matrix, so one thread descheduled stalls the
+    rest: with every core in use, a busy machine (the window, another worker, a browser) took a
+    2-core decode from 56 to 0.4 tok/s, even in our build without OpenMP (docs/FIELD-NOTES.md).
+    Leaving a core to everything else keeps decode steady; on 2 cores that is one thread.
     """
     configured = os.environ.get(THREADS_ENV, "").strip()
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
     import psutil
 
-    return max(1, min(psutil.cpu_count(logical=False) or os.cpu_count() or 1, MAX_THREADS))
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return max(1, min(cores - 1, MAX_THREADS))
 
 
 def gpu_offload() -> bool:
