@@ -13,7 +13,7 @@ from tests.api_helpers import running_api
 from workers.protocol import Cancelled, JobOrigin, Queued, WorkerKind
 
 pytestmark = pytest.mark.timeout(300)
-QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = {"temperature": 0, "extra_body": {"repetition_penalty": 1.0}}
 
 
