@@ -13,6 +13,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox
 
 from models.fit import Budget, Verdict, judge
+from models.registry import BUILTIN
 
 REGISTRY_ROLE = Qt.ItemDataRole.UserRole + 41
 """Marks a picker item as the registry's (the catalog's have none)."""
@@ -59,7 +60,10 @@ def registry_choices(kind: str, budget: Budget, models=None) -> list[Choice]:
             tooltip=f"{model.identity.family or model.identity.kind.value} at {model.location} ({model.source})",
         )
         for model in models
-        if model.identity.kind.value == kind and model.identity.runnable and not model.problem
+        if model.identity.kind.value == kind
+        and model.identity.runnable
+        and not model.problem
+        and model.source != BUILTIN  # the pickers list the catalog's own entries already
     ]
 
 

@@ -36,6 +36,7 @@ from app.model_choices import verdict_text
 from app.model_downloads import DownloadJobs
 from app.style import NOTICE_STYLE
 from models.fit import Budget, judge, tier_fits
+from models.registry import BUILTIN
 from workers.arbiter.units import format_bytes
 from workers.errors import BadInput, HearthError, MissingModel
 
@@ -90,10 +91,11 @@ class ModelsState(QObject):
     # -- reading --------------------------------------------------------------------------
 
     def reload(self) -> None:
-        from models.registry import ModelRegistry
+        """The built-in models first (a new user's table is never empty), then the linked ones."""
+        from models.registry import ModelRegistry, builtin_models
 
         with ModelRegistry() as registry:
-            self.models = registry.models()
+            self.models = builtin_models() + registry.models()
         self.models_changed.emit()
 
     def model(self, model_id: str):
@@ -396,7 +398,7 @@ class ModelsTab(QWidget):
         self.buttons["use"].setText(
             f"Use in {RUNS_IN[model.identity.kind.value]} tab" if runnable else "Use in its tab"
         )
-        self.buttons["remove"].setEnabled(model is not None)
+        self.buttons["remove"].setEnabled(model is not None and model.source != BUILTIN)
         self.buttons["remove"].setText("Delete…" if model is not None and model.downloaded else "Remove…")
 
     def _offline_words(self) -> str:

@@ -29,6 +29,15 @@ GIB = 1024**3
 REPO = "hearth-test/tiny-gguf"
 
 
+def linked(tab: ModelsTab) -> int:
+    """Rows of models the user linked or downloaded (the built-in ones always lead the table)."""
+    return sum(m.source != "built-in" for m in tab.state.models)
+
+
+def first_linked(tab: ModelsTab):
+    return next(m for m in tab.state.models if m.source != "built-in")
+
+
 def column(tab: ModelsTab, name: str) -> dict[str, str]:
     """{model name: that column's text} for every row."""
     index = COLUMNS.index(name)
@@ -54,9 +63,15 @@ def scan(qtbot, tab: ModelsTab, paths=None) -> None:
 
 
 def test_a_scanned_home_shows_every_model_with_kind_family_and_fit(qtbot, tab, home):
-    assert tab.table.rowCount() == 0  # first run: an empty registry, no error
+    from models.catalog import CATALOG
+
+    # First run, nothing linked yet: the built-in models, ready, which cannot be removed.
+    assert column(tab, "Source") == {entry.title: "built-in" for entry in CATALOG}
+    assert set(column(tab, "State").values()) == {"ready"}
+    tab.table.selectRow(0)
+    assert not tab.buttons["remove"].isEnabled() and tab.buttons["use"].isEnabled()
     scan(qtbot, tab)
-    assert tab.table.rowCount() == len(mf.EXPECTED)
+    assert tab.table.rowCount() == len(CATALOG) + len(mf.EXPECTED)
     kinds, families, fits = column(tab, "Kind"), column(tab, "Family"), column(tab, "Fit")
     assert kinds["llama3.2:latest"] == "chat" and families["llama3.2:latest"] == "Llama"
     assert (kinds["sd_xl_base_1.0.safetensors"], families["sd_xl_base_1.0.safetensors"]) == ("image", "SDXL")
@@ -114,9 +129,11 @@ def test_a_download_is_a_job_in_the_jobs_panel_and_a_row_when_done(qtbot, tab, h
     entry = jobs.job(job_id)
     assert (entry.kind, entry.state, entry.description) == ("download", JobState.finished, f"download {REPO}")
     assert entry.step == 100 and entry.total == 100
-    assert column(tab, "Source") == {f"{REPO}/tiny-Q8_0.gguf": "downloaded"}
+    assert {k: v for k, v in column(tab, "Source").items() if v != "built-in"} == {
+        f"{REPO}/tiny-Q8_0.gguf": "downloaded"
+    }
     assert tab.buttons["remove"].text() == "Remove…"  # nothing selected yet
-    tab.select(tab.state.models[0].id)
+    tab.select(first_linked(tab).id)
     assert tab.buttons["remove"].text() == "Delete…" and tab.buttons["use"].text() == "Use in Chat tab"
     assert not tab.offline_notice.isVisibleTo(tab)
 
@@ -130,7 +147,7 @@ def test_the_jobs_panels_cancel_stops_a_download(qtbot, tab, hub):
     jobs.cancel(job_id)  # what its row's Cancel button does, while the server sends nothing
     qtbot.waitUntil(lambda: jobs.job(job_id).state is JobState.cancelled, timeout=10_000)
     assert "resumes where it stopped" in tab.status.text()
-    assert not tab.download_box.isVisibleTo(tab) and tab.table.rowCount() == 0
+    assert not tab.download_box.isVisibleTo(tab) and linked(tab) == 0
 
 
 def test_offline_the_tab_says_so_and_keeps_what_is_on_disk(qtbot, tab, hub, home, monkeypatch):
@@ -150,7 +167,7 @@ def test_offline_the_tab_says_so_and_keeps_what_is_on_disk(qtbot, tab, hub, home
 def test_deleting_a_download_asks_naming_the_size_and_frees_it(qtbot, tab, hub, monkeypatch):
     job_id = tab.start_download(REPO)
     qtbot.waitUntil(lambda: tab.state.downloads.jobs[job_id].state == "finished", timeout=30_000)
-    model = tab.state.models[0]
+    model = first_linked(tab)
     blob = Path(model.path).resolve()
     frees = format_bytes(tab.state.freed_by_delete(model))
     assert tab.state.freed_by_delete(model) >= blob.stat().st_size
@@ -165,7 +182,7 @@ def test_deleting_a_download_asks_naming_the_size_and_frees_it(qtbot, tab, hub, 
     assert tab.remove_selected()
     assert asked == [f"Delete {model.name} from disk? This frees {frees}. (Hearth downloaded it.)"]
     assert not blob.exists() and not Path(model.path).exists()
-    assert tab.table.rowCount() == 0 and f"freed {frees}" in tab.status.text()
+    assert linked(tab) == 0 and f"freed {frees}" in tab.status.text()
 
 
 def test_removing_a_linked_model_only_unlinks_it(qtbot, tab, home, monkeypatch):
