@@ -125,6 +125,9 @@ def request_from_args(args: argparse.Namespace):
                 fields = {**_made_for(fields.get("model", "")), **fields}  # what the user typed wins
             if fields.get("out_path"):
                 fields["out_path"] = _checked_out(fields["out_path"])
+            for picture in ("init_image", "image"):  # the worker may not share this folder (a cluster)
+                if fields.get(picture):
+                    fields[picture] = str(Path(fields[picture]).expanduser().absolute())
             request = cls(prompt=args.prompt, **fields)
         case "chat":
             messages = ((ChatMessage(role="system", content=args.system),) if args.system else ()) + (
