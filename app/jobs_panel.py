@@ -204,6 +204,10 @@ class JobsPanel(QWidget):
         if entry is not None and row is not None:
             row.update_from(entry)
 
+    def shutdown(self) -> None:
+        """The window closes: running jobs' elapsed times stop ticking."""
+        self._clock.stop()
+
     def _tick(self) -> None:
         now = time.monotonic()
         for job_id, row in self._rows.items():

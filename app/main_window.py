@@ -338,6 +338,7 @@ class MainWindow(QMainWindow):
         self.gallery.shutdown()
         self.memory_state.stop(wait_s=3.0)
         self.models_tab.shutdown()
+        self.jobs_panel.shutdown()
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         self.settings.window_state = bytes(self.saveState().toBase64()).decode()
         self.image_tab.store_settings(self.settings)

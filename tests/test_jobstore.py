@@ -49,7 +49,7 @@ def rows_from_older_versions() -> list[tuple]:
     good = json.loads(encode(ImageRequest(prompt="a readable cat")))
     return [
         old_row("good", good, created=5.0),
-        old_row("field", {**good, "prompt": "a cat with a sampler", "sampler": "euler"}, created=4.0),
+        old_row("field", {**good, "prompt": "a cat with a refiner", "refiner": "sdxl-refiner"}, created=4.0),
         old_row("type", {"type": "InpaintRequest", "v": PROTOCOL_VERSION, "prompt": "fix it"}, created=3.0),
         old_row("version", {**good, "prompt": "from long ago", "v": 0}, created=2.0),
         old_row("state", good, state="paused", created=1.5),
@@ -93,9 +93,9 @@ def test_rows_an_older_version_wrote_are_listed_marked_and_history_works(tmp_pat
     for job_id in ("field", "type", "version", "state", "garbage"):
         assert records[job_id].request is None, job_id
         assert records[job_id].unreadable.startswith("from "), job_id
-    assert "sampler" in records["field"].unreadable
+    assert "refiner" in records["field"].unreadable
     assert records["version"].unreadable.startswith("from an older version of Hearth (protocol version 0")
-    assert records["field"].prompt == "a cat with a sampler" and records["field"].outputs == ("/out/cat.png",)
+    assert records["field"].prompt == "a cat with a refiner" and records["field"].outputs == ("/out/cat.png",)
     assert records["state"].state is JobState.failed
     assert store.get("type").request is None
     store.close()
@@ -176,7 +176,7 @@ def test_the_main_window_opens_on_a_store_with_rows_from_older_versions(qtbot, t
         rows = {row.job_id: row for row in window.jobs_panel.rows()}
         assert {"good", "field", "version", "garbage"} <= set(rows)
         assert rows["good"].description.text() == "a readable cat"
-        assert rows["field"].description.text() == "a cat with a sampler (from another version of Hearth)"
+        assert rows["field"].description.text() == "a cat with a refiner (from another version of Hearth)"
         assert rows["version"].description.text() == "from long ago (from an older version of Hearth)"
         assert rows["garbage"].description.text() == "a job from another version of Hearth"
     finally:
