@@ -162,6 +162,10 @@ def stop() -> None:
     _ray(["stop"], {})
 
 
+CONNECT_ATTEMPTS = 10
+"""GCS connect attempts when joining a cluster (about a second each, longer when refused)."""
+
+
 def connect(address: str | None, token_file: Path | None = None):
     """A ``RayTransport`` connected to the cluster at ``address``, with the cluster's token.
 
@@ -169,6 +173,10 @@ def connect(address: str | None, token_file: Path | None = None):
     """
     # Before Ray is imported: it reads its authentication mode from the environment once.
     os.environ.update(auth_environment(token_file))
+    # A head that refuses our token makes each GCS connect attempt wait out its own timeout; Ray's
+    # default of ~20 attempts then took over 4 minutes on a busy machine before saying so. Ten
+    # attempts (Ray's documented operator budget) still ride out a head that is just starting.
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(CONNECT_ATTEMPTS))
     from workers.cluster.supervisor import RayTransport
 
     transport = RayTransport(address)
