@@ -156,10 +156,15 @@ def _checked_out(out: str) -> str:
 
 def main(argv: list[str]) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
     except KeyboardInterrupt:  # before a job's signal handlers are in place, or after
         print("\nhearth: cancelled", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `hearth info F | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
 
 
 def _main(argv: list[str]) -> int:

@@ -62,3 +62,25 @@ def test_info_runs_without_qt_or_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["a1111"] == A1111_TEXT
     assert "imported: []" in result.stderr
+
+
+def test_info_into_a_pipe_that_closes_early_ends_quietly(tmp_path):
+    """``hearth info F | head -1``: no traceback when the reader stops reading."""
+    import os
+    import subprocess
+    import sys
+
+    path = a1111_png(tmp_path / "foreign.png")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line is written
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "info", str(path)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == EXIT_OK and "BrokenPipeError" not in result.stderr, result.stderr
