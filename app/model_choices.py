@@ -41,7 +41,9 @@ def verdict_text(model, budget: Budget) -> str:
         return "-"
     words = VERDICT_WORDS[fit.verdict]
     if fit.verdict in (Verdict.fits_reduced, Verdict.cpu_only):
-        slower = f", ~{fit.slowdown:g}x slower" if fit.slowdown >= 1.5 else ""  # a tiny model: about as fast
+        # Slower than on a GPU: said only where there is one to compare with, and not for a tiny model.
+        compared = fit.slowdown >= 1.5 and budget.device_bytes > 0
+        slower = f", ~{fit.slowdown:g}x slower" if compared else ""
         return f"{words} ({fit.tier}{slower})"
     return words
 

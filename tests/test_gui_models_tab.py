@@ -328,3 +328,14 @@ def test_a_model_picked_in_the_models_tab_runs_in_its_tab_without_copying(qtbot,
     assert before == {p: p.stat().st_mtime_ns for p in (home / "my-models").rglob("*") if p.is_file()}
     with ModelRegistry() as registry:
         assert all(not m.path.startswith(str(tmp_path / "hearth")) for m in registry.models())
+
+
+def test_without_a_gpu_a_cpu_verdict_names_no_slowdown_it_cannot_compare():
+    from app.model_choices import verdict_text
+    from models.fit import Budget
+    from models.registry import builtin_models
+
+    demo = next(m for m in builtin_models() if m.identity.kind.value == "image")
+    assert verdict_text(demo, Budget(device_bytes=0, host_bytes=16 << 30)) == "CPU only (cpu)"
+    squeezed = verdict_text(demo, Budget(device_bytes=1 << 20, host_bytes=16 << 30))
+    assert squeezed.startswith("CPU only (cpu, ~") and squeezed.endswith("x slower)")
