@@ -9,7 +9,8 @@ the same GGUF, in one run.
   context, threads and flash attention as Hearth's engine (``workers/chat_llama.py``), so the ratio
   is Hearth's overhead, not a settings difference. It runs in the process that drives Hearth's
   worker, one answer each in turn (A, B, B, A, ...), so a load that comes and goes on a shared
-  machine hits both alike; each figure is the median of the repeats.
+  machine hits both alike; each speed is the median of the repeats, and each ratio the median of
+  the ratios of neighbouring answers (``_paired``).
 - **transformers**: ``generate`` on the GGUF's weights dequantized to fp32 (what Hearth ran before),
   in its own process after the others.
 
@@ -110,7 +111,25 @@ def side_by_side(
         plain.close()
         with contextlib.suppress(OSError):
             _stop_arbiter()
-    return {key: _summary(value) for key, value in runs.items() if value} | {"load_s": plain.load_s}
+    summary = {key: _summary(value) for key, value in runs.items() if value}
+    return summary | {"load_s": plain.load_s, "paired": _paired(runs)}
+
+
+def _paired(runs: dict[str, list[dict]]) -> dict[str, float]:
+    """Each Hearth answer against the llama-cpp-python answer run next to it, the median of those
+    ratios: on a shared machine whose speed drifts by 20% over a minute, two answers a second apart
+    see the same machine, while the medians of each side may come from different minutes."""
+
+    def median_ratio(ours: str, theirs: str, key: str) -> float:
+        pairs = zip(runs[ours], runs[theirs], strict=True)
+        return round(statistics.median(a[key] / b[key] for a, b in pairs), 3)
+
+    return {
+        "decode_vs_llama_cpp": median_ratio("plain", "llama_cpp_plain", "decode_tok_s"),
+        "ttft_vs_llama_cpp": median_ratio("plain", "llama_cpp_plain", "ttft_s"),
+        "prompt_lookup_vs_llama_cpp": median_ratio("prompt_lookup", "llama_cpp_rewrite", "e2e_tok_s"),
+        "rewrite_plain_vs_llama_cpp": median_ratio("rewrite", "llama_cpp_rewrite", "e2e_tok_s"),
+    }
 
 
 RUN_KEYS = ("plain", "rewrite", "prompt_lookup", "llama_cpp_plain", "llama_cpp_rewrite")
@@ -350,13 +369,13 @@ def run(
     # Prefill: llama-cpp-python reports no prompt length per chunk; both engines see the same ids.
     base["prompt_tokens"] = ours.get("prompt_tokens", 0)
     base["prefill_tok_s"] = round(base["prompt_tokens"] / base["ttft_s"], 2) if base["ttft_s"] else None
-    rewrite = both["llama_cpp_rewrite"]["e2e_tok_s"]
+    paired = both.pop("paired")
     ratio = {
-        "decode_vs_llama_cpp": _ratio(ours["decode_tok_s"], base["decode_tok_s"]),
-        "prefill_vs_llama_cpp": _ratio(ours.get("prefill_tok_s"), base["prefill_tok_s"]),
-        "ttft_vs_llama_cpp": _ratio(ours["ttft_s"], base["ttft_s"]),
-        "prompt_lookup_vs_llama_cpp": _ratio(both["prompt_lookup"]["e2e_tok_s"], rewrite),
-        "rewrite_plain_vs_llama_cpp": _ratio(both["rewrite"]["e2e_tok_s"], rewrite),
+        "decode_vs_llama_cpp": paired["decode_vs_llama_cpp"],
+        "prefill_vs_llama_cpp": round(1 / paired["ttft_vs_llama_cpp"], 3),  # the same prompt ids
+        "ttft_vs_llama_cpp": paired["ttft_vs_llama_cpp"],
+        "prompt_lookup_vs_llama_cpp": paired["prompt_lookup_vs_llama_cpp"],
+        "rewrite_plain_vs_llama_cpp": paired["rewrite_plain_vs_llama_cpp"],
     }
     if "draft_model" in both:
         ratio["draft_model_vs_llama_cpp"] = _ratio(both["draft_model"]["e2e_tok_s"], base["e2e_tok_s"])
@@ -432,7 +451,7 @@ def main() -> None:
     # The file Hearth runs for the embedded model (converted once on a fresh machine, before timing).
     path = args.gguf or str(embedded_run_path(lambda line: print(line, file=sys.stderr)))
     draft = "" if args.gguf or (args.quick and not args.draft) else str(embedded_gguf_path())
-    max_new, repeats = (64, args.repeats or 3) if args.quick else (128, args.repeats or 5)
+    max_new, repeats = (64, args.repeats or 5) if args.quick else (128, args.repeats or 5)
     # transformers' GGUF loader dequantizes for 30-80 s on 2 cores: in --quick only when asked
     with_transformers = args.transformers or not args.quick
     started = time.perf_counter()
@@ -517,12 +536,9 @@ def _gpu(path: str, repeats: int, tiny: bool) -> None:
             if isinstance(section, dict):
                 section.pop("texts", None)
         results[name] = both
-        ratio[f"{name}.decode_vs_llama_cpp"] = _ratio(
-            both["plain"]["decode_tok_s"], both["llama_cpp_plain"]["decode_tok_s"]
-        )
-        ratio[f"{name}.ttft_vs_llama_cpp"] = _ratio(
-            both["plain"]["ttft_s"], both["llama_cpp_plain"]["ttft_s"]
-        )
+        paired = both.pop("paired")
+        ratio[f"{name}.decode_vs_llama_cpp"] = paired["decode_vs_llama_cpp"]
+        ratio[f"{name}.ttft_vs_llama_cpp"] = paired["ttft_vs_llama_cpp"]
     config = {
         "model": _model_name(path),
         "repeats": repeats,

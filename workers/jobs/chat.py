@@ -294,15 +294,19 @@ MAX_PENDING_DELTAS = 4
 class AnswerSink:
     """Where streamed text goes: the conversation first (durable), then the GUI/CLI.
 
-    With a conversation, a writer thread appends each delta and only then sends it, so whatever is
-    shown is stored. While one write syncs to disk (about 5 ms with ``synchronous=FULL``, a quarter
-    of a token on a small CPU model) the decoder goes on; deltas that arrive meanwhile share the
-    next write (group commit). At most ``MAX_PENDING_DELTAS`` wait, so a killed worker loses no
-    text it showed and at most twice that many tokens it never showed.
+    With a conversation, a writer thread creates the assistant's message (while the prompt is
+    prefilled: its commit is off the way to the first token), then appends each delta and only
+    then sends it, so whatever is shown is stored. While one write commits, the decoder goes on;
+    deltas that arrive meanwhile share the next write (group commit). At most
+    ``MAX_PENDING_DELTAS`` wait, so a killed worker loses no text it showed and at most twice that
+    many tokens it never showed. The streaming commits are synced to disk at the answer's end
+    (see ``workers/conversations.py``).
     """
 
-    def __init__(self, ctx: JobContext, message_id: int = 0) -> None:
-        self.ctx, self.message_id = ctx, message_id
+    def __init__(self, ctx: JobContext, request: ChatRequest | None = None) -> None:
+        self.ctx, self.request = ctx, request
+        self.message_id = 0
+        """The assistant message's row once the writer created it (0: none, or not yet)."""
         self._pending: list[str] = []
         self._changed = threading.Condition()
         self._closed = False
@@ -312,17 +316,8 @@ class AnswerSink:
     @classmethod
     @contextlib.contextmanager
     def open(cls, ctx: JobContext, request: ChatRequest):
-        sink, store = cls(ctx), None
-        if request.conversation_id:
-            store = ConversationStore()
-            sink.message_id = store.add_message(
-                request.conversation_id,
-                "assistant",
-                "",
-                state="streaming",
-                job_id=ctx.job_id,
-                model=request.model,
-            )
+        sink = cls(ctx, request if request.conversation_id else None)
+        if sink.request is not None:
             sink._writer = threading.Thread(target=sink._write_loop, name="answer-writer", daemon=True)
             sink._writer.start()
         state = "stopped"
@@ -332,9 +327,12 @@ class AnswerSink:
             state = "done"
         finally:
             sink.close(raise_error=False)  # a stopped answer keeps every token decoded
-            if store is not None:
-                store.set_message_state(sink.message_id, state)
-                store.close()
+            if sink.message_id:
+                store = ConversationStore()
+                try:
+                    store.set_message_state(sink.message_id, state)  # FULL: syncs the answer too
+                finally:
+                    store.close()
 
     def __call__(self, delta: str) -> None:
         if self._writer is None:
@@ -359,8 +357,17 @@ class AnswerSink:
             raise self._error
 
     def _write_loop(self) -> None:
-        store = ConversationStore()  # its own connection: SQLite's are per thread
+        assert self.request is not None  # a writer runs only for an answer with a conversation
+        store = ConversationStore(streaming=True)  # its own connection: SQLite's are per thread
         try:
+            self.message_id = store.add_message(
+                self.request.conversation_id,
+                "assistant",
+                "",
+                state="streaming",
+                job_id=self.ctx.job_id,
+                model=self.request.model,
+            )
             while True:
                 with self._changed:
                     while not self._pending and not self._closed:
