@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 
-from app.chat_tab import ADD_MODEL, ChatTab
+from app.chat_tab import ADD_MODEL, RENDER_DELAY_MS, ChatTab
 from app.fake_bridge import FakeBridge
 from workers.errors import ErrorKind
 from workers.protocol import Cancelled, ChatRequest, Failed, Finished, JobStatus, Metric, TextDelta
@@ -235,3 +235,29 @@ def test_code_blocks_render_as_code(tab, qtbot):
     stream(bridge, bridge.submitted[0][0], "Here:\n\n```python\ndef add(a, b):\n    return a + b\n```\n")
     qtbot.waitUntil(lambda: "return a + b" in shown(widget))
     assert "```" not in shown(widget)  # fences are rendered, not shown raw
+
+
+def test_the_answer_streams_while_tokens_come_faster_than_the_repaint_delay(tab, qtbot):
+    """A llama.cpp answer at 35+ tokens/s sends a token every <30 ms: the transcript must grow
+    while they arrive, not jump to the whole answer at the end."""
+    widget, bridge = tab
+    type_and_press_enter(qtbot, widget, "Count to forty.")
+    job_id = bridge.submitted[0][0]
+    words = [f" w{n}" for n in range(40)]
+    seen_before_the_end: list[str] = []
+    timer = QTimer(widget)
+    timer.setInterval(max(1, RENDER_DELAY_MS // 3))
+
+    def next_token() -> None:
+        if not words:
+            timer.stop()
+            return
+        if len(words) == 1:
+            seen_before_the_end.append(shown(widget))
+        stream(bridge, job_id, words.pop(0))
+
+    timer.timeout.connect(next_token)
+    timer.start()
+    qtbot.waitUntil(lambda: not timer.isActive(), timeout=10_000)
+    assert "w0 w1" in seen_before_the_end[0]
+    qtbot.waitUntil(lambda: "w38 w39" in shown(widget))
