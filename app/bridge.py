@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
+from app.job import JobBook
 from workers.protocol import Priority, WorkerState
 from workers.supervisor import Supervisor
 
@@ -25,6 +26,8 @@ class Bridge(QObject):
         super().__init__(parent)
         self.supervisor = supervisor
         self._incoming.connect(self._deliver, Qt.ConnectionType.QueuedConnection)
+        self.jobs = JobBook(self)
+        """Every job's state, first to hear each event: tabs bind to the jobs they start here."""
         supervisor.add_listener(self._incoming.emit)
 
     def submit(self, request, priority: Priority | None = None) -> str:

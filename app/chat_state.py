@@ -14,22 +14,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from app.job import Job, bind_job
 from models.catalog import ModelKind, entries
 from models.chat_memory import describe_estimate
 from workers.atomic import write_text
 from workers.conversations import ConversationStore, StoredMessage, title_from
 from workers.errors import HearthError
 from workers.paths import config_dir
-from workers.protocol import (
-    Cancelled,
-    ChatMessage,
-    ChatRequest,
-    Failed,
-    Finished,
-    JobStatus,
-    Progress,
-    TextDelta,
-)
+from workers.protocol import ChatMessage, ChatRequest, JobState
 from workers.schema import default_of
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
@@ -68,12 +60,11 @@ class ChatState(QObject):
         self.settings = ChatSettings()
         self.current_id = ""
         self.search_text = ""
-        self.job_id = ""
+        self.job: Job | None = None
         self.partial = ""
         self.status = ""
         self.metrics = ""
         self.custom_models: list[str] = _load_custom_models()
-        bridge.event.connect(self.on_event)
 
     # -- conversations --------------------------------------------------------------------
 
@@ -123,7 +114,7 @@ class ChatState(QObject):
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_id)
+        return self.job is not None
 
     def send(self, text: str) -> bool:
         """Add the user's message and ask for an answer; False (with a status) when it cannot be sent."""
@@ -160,8 +151,8 @@ class ChatState(QObject):
         return users[-1].content
 
     def stop(self) -> None:
-        if self.job_id:
-            self.bridge.cancel(self.job_id)
+        if self.job is not None:
+            self.bridge.jobs.cancel(self.job)
             self._set_status("Stopping ...")
 
     def request(self) -> ChatRequest:
@@ -182,11 +173,12 @@ class ChatState(QObject):
 
     def _ask(self) -> bool:
         try:
-            job_id = self.bridge.submit(self.request())
+            job = self.bridge.jobs.start(self.request())
         except HearthError as exc:
             self._set_status(str(exc))
             return False
-        self.job_id, self.partial = job_id, ""
+        self.job, self.partial = job, ""
+        bind_job(job, status=self._set_status, text=self._on_text, ended=self._on_end)
         self.metrics = ""
         self.metrics_changed.emit("")
         self._set_status("Thinking ...")
@@ -195,41 +187,38 @@ class ChatState(QObject):
 
     # -- events ---------------------------------------------------------------------------
 
-    def on_event(self, event) -> None:
-        if not self.job_id or getattr(event, "job_id", None) != self.job_id:
-            return
-        match event:
-            case TextDelta(text=text):
-                if not self.partial:
-                    self._set_status("")
-                self.partial += text
-                self.messages_changed.emit()
-            case Progress(message=message) | JobStatus(message=message) if message:
-                self._set_status(message)
-            case Finished(metrics=metrics):
-                self.metrics = format_metrics({m.name: m.value for m in metrics})
-                self.metrics_changed.emit(self.metrics)
-                self._end("done", "")
-            case Cancelled():
-                self._end("stopped", "Stopped: the partial answer is kept")
-            case Failed(message=message):
-                self._end("stopped", f"Error: {message}")
+    def _on_text(self, text: str) -> None:
+        if not self.partial:
+            self._set_status("")
+        self.partial += text
+        self.messages_changed.emit()
 
-    def _end(self, state: str, status: str) -> None:
+    def _on_end(self, job: Job) -> None:
+        match job.state:
+            case JobState.finished:
+                self.metrics = format_metrics(job.metrics)
+                self.metrics_changed.emit(self.metrics)
+                self._end(job, "done", "")
+            case JobState.cancelled:
+                self._end(job, "stopped", "Stopped: the partial answer is kept")
+            case JobState.failed:
+                self._end(job, "stopped", f"Error: {job.error_message}")
+
+    def _end(self, job: Job, state: str, status: str) -> None:
         """The worker wrote the answer as it streamed; keep what we were shown if it could not."""
-        stored = self.store.message_for_job(self.job_id)
+        stored = self.store.message_for_job(job.job_id)
         if stored is None and self.partial and self.current_id:
             self.store.add_message(
                 self.current_id,
                 "assistant",
                 self.partial,
                 state=state,
-                job_id=self.job_id,
+                job_id=job.job_id,
                 model=self.settings.model,
             )
         elif stored is not None and stored.state == "streaming":
             self.store.set_message_state(stored.id, "stopped")
-        self.job_id, self.partial = "", ""
+        self.job, self.partial = None, ""
         self._set_status(status)
         self.busy_changed.emit(False)
         self.messages_changed.emit()
@@ -263,7 +252,8 @@ class ChatState(QObject):
     def transcript_markdown(self) -> str:
         """The conversation as Markdown for the message view, the streaming answer included."""
         # While streaming, the worker's copy of the answer in the store is shown from the live deltas instead.
-        stored = [m for m in self.messages() if not (self.busy and m.job_id == self.job_id)]
+        streaming = self.job.job_id if self.job is not None else None
+        stored = [m for m in self.messages() if not (streaming and m.job_id == streaming)]
         parts = [_message_markdown(m.role, m.content, m.state == "stopped") for m in stored]
         if self.busy:
             parts.append(_message_markdown("assistant", self.partial or "...", False))

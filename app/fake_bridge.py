@@ -6,6 +6,7 @@ import itertools
 
 from PySide6.QtCore import QObject, Signal
 
+from app.job import JobBook
 from workers.errors import BadInput
 
 
@@ -22,6 +23,7 @@ class FakeBridge(QObject):
         self.cancelled: list[str] = []
         self.forgotten: list[str] = []
         self._ids = itertools.count(1)
+        self.jobs = JobBook(self)
 
     def submit(self, request, priority=None) -> str:
         request.validate()

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.form_binding import QT_INT_MAX, form_values, restore_form, spin_for, tooltip
 from app.image_lora_list import LoraList
+from app.job import Job, bind_job
 from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
 from models.catalog import HOW_TO_ADD_MODELS, ModelKind, entries, entry
 from models.image_profile import describe_settings, recommended_profile, recommended_settings
@@ -38,15 +39,8 @@ from workers.errors import BadInput, ErrorKind
 from workers.protocol import (
     IMAGE_SAMPLERS,
     UPSCALE_STRENGTH,
-    Cancelled,
-    Failed,
-    Finished,
     ImageRequest,
-    JobStatus,
-    Output,
-    Progress,
-    Queued,
-    Started,
+    JobState,
 )
 from workers.schema import default_of, params
 
@@ -96,7 +90,7 @@ class ImageTab(QWidget):
     def __init__(self, bridge, settings=None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.bridge = bridge
-        self.job_id: str | None = None
+        self.job: Job | None = None
         self.result_path = ""
         self.outputs: list[str] = []
         """Every image the job followed last has produced so far (a batch gives several)."""
@@ -107,7 +101,6 @@ class ImageTab(QWidget):
         if settings is not None:
             self.apply_settings(settings)
         self._set_running(False)
-        bridge.event.connect(self.on_event)
 
     # ------------------------------------------------------------------ widgets
 
@@ -408,7 +401,7 @@ class ImageTab(QWidget):
 
     @Slot()
     def generate(self) -> None:
-        if self.job_id is not None:
+        if self.job is not None:
             return  # one job at a time from this form; the Jobs panel shows the queue
         if self.random_seed.isChecked():
             self.seed.setValue(random.randint(0, MAX_SEED))
@@ -417,7 +410,7 @@ class ImageTab(QWidget):
     @Slot()
     def upscale(self) -> None:
         """The image shown, enlarged and repainted by tiles with the form's model, prompt and seed."""
-        if self.job_id is not None or not self.result_path:
+        if self.job is not None or not self.result_path:
             return
         source = self.result_path
         self._submit(
@@ -434,12 +427,21 @@ class ImageTab(QWidget):
     def _submit(self, make_request, queued: str = "Queued: waiting for the image worker…") -> None:
         try:
             request = make_request()
-            job_id = self.bridge.submit(request)
+            job = self.bridge.jobs.start(request)
         except BadInput as exc:
             self.status.setText("Nothing was submitted.")
             self._show_error(ErrorKind.bad_input.value, str(exc))
             return
-        self.job_id = job_id
+        self.job = job
+        bind_job(
+            job,
+            started=lambda: self.status.setText("Running…"),
+            status=self.status.setText,
+            progressed=self._on_progress,
+            preview=self._on_preview,
+            output=self._on_output,
+            ended=self._on_end,
+        )
         self.outputs = []
         self.thumbnails.clear()
         self.thumbnails.hide()
@@ -451,8 +453,8 @@ class ImageTab(QWidget):
 
     @Slot()
     def cancel(self) -> None:
-        if self.job_id is not None:
-            self.bridge.cancel(self.job_id)
+        if self.job is not None:
+            self.bridge.jobs.cancel(self.job)
             self.status.setText("Cancelling at the next step…")
 
     def _set_running(self, running: bool) -> None:
@@ -464,36 +466,31 @@ class ImageTab(QWidget):
 
     # ------------------------------------------------------------------ events
 
-    @Slot(object)
-    def on_event(self, event: object) -> None:
-        if self.job_id is None or getattr(event, "job_id", None) != self.job_id:
-            return
-        match event:
-            case Queued():
-                self.status.setText("Queued: waiting for the image worker…")
-            case Started():
-                self.status.setText("Running…")
-            case Progress():
-                self._on_progress(event)
-            case JobStatus(message=message):
-                self.status.setText(message)
-            case Output(path=path, media_type=media_type) if media_type.startswith("image/"):
-                self._add_output(path)
-            case Finished(elapsed_s=elapsed):
-                self._end(f"Done in {elapsed:.1f} s." if elapsed else "Done.")
-            case Cancelled(at_step=step):
-                self._end(f"Cancelled at step {step}." if step >= 0 else "Cancelled before it started.")
-            case Failed(kind=kind, message=message, traceback=tb):
-                self._show_error(kind.value, message, tb)
-                self._end("Failed.")
+    def _on_progress(self, step: int, total: int, message: str) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(step)
+        if not message:
+            self.status.setText(f"Step {step} of {total}")
 
-    def _on_progress(self, event: Progress) -> None:
-        self.progress.setRange(0, event.total)
-        self.progress.setValue(event.step)
-        self.status.setText(event.message or f"Step {event.step} of {event.total}")
-        pixmap = pixmap_from_png(event.preview_png)
+    def _on_preview(self, png: bytes) -> None:
+        pixmap = pixmap_from_png(png)
         if pixmap is not None:
             self._show(pixmap)
+
+    def _on_output(self, path: str, media_type: str) -> None:
+        if media_type.startswith("image/"):
+            self._add_output(path)
+
+    def _on_end(self, job: Job) -> None:
+        match job.state:
+            case JobState.finished:
+                self._end(f"Done in {job.elapsed_s:.1f} s." if job.elapsed_s else "Done.")
+            case JobState.cancelled:
+                step = job.cancelled_at_step
+                self._end(f"Cancelled at step {step}." if step >= 0 else "Cancelled before it started.")
+            case JobState.failed:
+                self._show_error(job.error_kind, job.error_message, job.traceback)
+                self._end("Failed.")
 
     def _add_output(self, path: str) -> None:
         self.outputs.append(path)
@@ -529,11 +526,11 @@ class ImageTab(QWidget):
             else ""
         )
         self.caption.setText(f"{index}{pixmap.width()}×{pixmap.height()} · {path}")
-        self._set_running(self.job_id is not None)
+        self._set_running(self.job is not None)
         self.result_shown.emit(path)
 
     def _end(self, status: str) -> None:
-        self.job_id = None
+        self.job = None
         self.status.setText(status)
         self._set_running(False)
 

@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.jobs_state import JobEntry, JobsState
+from app.job import Job
+from app.jobs_state import JobsState
 from app.style import coloured, error_text, pixmap_from_png, show_pixmap
 from workers.protocol import JobOrigin, JobState
 
@@ -39,7 +40,7 @@ def format_elapsed(seconds: float | None) -> str:
 class JobRow(QFrame):
     """One job: thumbnail | kind + state, description, progress or error | elapsed, Cancel."""
 
-    def __init__(self, entry: JobEntry, state: JobsState, parent: QWidget | None = None) -> None:
+    def __init__(self, entry: Job, state: JobsState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.job_id = entry.job_id
         self._thumbnail_source = ""
@@ -86,7 +87,7 @@ class JobRow(QFrame):
         grid.addWidget(self.error, 3, 0, 1, 2)
         grid.setColumnStretch(1, 1)
 
-    def update_from(self, entry: JobEntry, now: float | None = None) -> None:
+    def update_from(self, entry: Job, now: float | None = None) -> None:
         state = entry.state.value
         steps = (
             f" · step {entry.step}/{entry.total}" if entry.state is JobState.running and entry.total else ""
@@ -107,7 +108,7 @@ class JobRow(QFrame):
         self.elapsed.setText(format_elapsed(entry.elapsed(now)))
         self._show_thumbnail(entry)
 
-    def _show_thumbnail(self, entry: JobEntry) -> None:
+    def _show_thumbnail(self, entry: Job) -> None:
         if entry.image_path:
             if entry.image_path != self._thumbnail_source:  # load a result image once, not per event
                 self._thumbnail_source = entry.image_path
@@ -120,7 +121,7 @@ class JobRow(QFrame):
             show_pixmap(self.thumbnail, pixmap, THUMB, THUMB)
 
     @staticmethod
-    def _tooltip(entry: JobEntry) -> str:
+    def _tooltip(entry: Job) -> str:
         lines = [entry.description, f"job {entry.job_id}"]
         lines += [f"output: {path}" for path in entry.outputs]
         return "\n".join(lines)

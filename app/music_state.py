@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from app.job import Job, bind_job
 from app.waveform import GenerationWindow, generation_windows
 from models.catalog import ModelKind, entries, entry
 from workers.errors import BadInput
-from workers.protocol import Cancelled, Failed, Finished, JobStatus, MusicRequest, Output, Progress, Started
+from workers.protocol import JobState, MusicRequest
 
 
 @dataclass
@@ -57,31 +58,38 @@ class MusicState(QObject):
     def __init__(self, bridge) -> None:
         super().__init__()
         self.bridge = bridge
-        self.job_id = ""
+        self.job: Job | None = None
         self.status = ""
         self.song: Song | None = None
-        bridge.event.connect(self.on_event)
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_id)
+        return self.job is not None
 
     def generate(self, request: MusicRequest) -> bool:
         """Submit; a bad request is shown, not raised, and nothing is submitted."""
         if self.busy:
             return False
         try:
-            self.job_id = self.bridge.submit(request)
+            self.job = self.bridge.jobs.start(request)
         except BadInput as exc:
             self._set_status(f"Cannot generate: {exc}")
             return False
+        bind_job(
+            self.job,
+            started=lambda: self._set_status("Generating..."),
+            status=self._set_status,
+            progressed=lambda step, total, _: self.progress_changed.emit(step, total),
+            output=lambda path, _: self._load(Path(path)),
+            ended=self._on_end,
+        )
         self._set_status("Queued" + (" (demo model: its output is noise)" if is_demo(request.model) else ""))
         self.busy_changed.emit(True)
         return True
 
     def cancel(self) -> None:
-        if self.job_id:
-            self.bridge.cancel(self.job_id)
+        if self.job is not None:
+            self.bridge.jobs.cancel(self.job)
             self._set_status("Stopping after the current token...")
 
     def save_as(self, target: str) -> Path:
@@ -92,27 +100,15 @@ class MusicState(QObject):
             raise BadInput("nothing to save yet: generate some music first")
         return convert(self.song.path, Path(target))
 
-    def on_event(self, event) -> None:
-        if getattr(event, "job_id", None) != self.job_id or not self.job_id:
-            return
-        match event:
-            case Started():
-                self._set_status("Generating...")
-            case Progress(step=step, total=total, message=message):
-                self.progress_changed.emit(step, total)
-                if message:
-                    self._set_status(message)
-            case JobStatus(message=message):
-                self._set_status(message)
-            case Output(path=path):
-                self._load(Path(path))
-            case Finished(elapsed_s=elapsed):
-                self._end(f"Done in {elapsed:.1f} s" + self._length_note())
-            case Cancelled():
+    def _on_end(self, job: Job) -> None:
+        match job.state:
+            case JobState.finished:
+                self._end(f"Done in {job.elapsed_s or 0:.1f} s" + self._length_note())
+            case JobState.cancelled:
                 kept = f": kept {self.song.seconds:.1f} s of finished windows" if self.song else ""
                 self._end("Stopped" + kept)
-            case Failed(message=message):
-                self._end(f"Failed: {message}")
+            case JobState.failed:
+                self._end(f"Failed: {job.error_message}")
 
     def _load(self, path: Path) -> None:
         from workers.music.export import read_audio, read_parameters
@@ -132,7 +128,7 @@ class MusicState(QObject):
         return f" - {self.song.seconds:.2f} s written to {self.song.path.name}" if self.song else ""
 
     def _end(self, status: str) -> None:
-        self.job_id = ""
+        self.job = None
         self._set_status(status)
         self.busy_changed.emit(False)
 

@@ -280,7 +280,7 @@ class Recall:
         opened = editor.edit_image(path, params)
         if not opened:
             self._say(f"{Path(path).name} could not be opened in the brush editor: {editor.status.text()}")
-        elif editor.base_job:
+        elif editor.base_job is not None:
             self._say(f"{Path(path).name} goes into the brush editor through DDIM inversion…")
         else:
             self._say(f"{Path(path).name}: its brush project is open")

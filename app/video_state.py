@@ -10,9 +10,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from app.job import Job, bind_job
 from models.catalog import ModelKind, entries
 from workers.errors import HearthError
-from workers.protocol import Cancelled, Failed, Finished, JobStatus, Output, Progress, VideoRequest
+from workers.protocol import JobState, VideoRequest
 from workers.schema import default_of
 
 
@@ -78,16 +79,15 @@ class VideoState(QObject):
         self.bridge = bridge
         self.clock = clock
         self.settings = VideoSettings()
-        self.job_id = ""
+        self.job: Job | None = None
         self.result = ""
         self.status = ""
         self._started_at = 0.0
         self._first_step: tuple[int, float] | None = None
-        bridge.event.connect(self.on_event)
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_id)
+        return self.job is not None
 
     def models(self) -> list[tuple[str, str]]:
         """(id, title) of the catalog's video models; any hub id, folder or file can be typed too."""
@@ -104,10 +104,18 @@ class VideoState(QObject):
         if self.busy:
             return False
         try:
-            self.job_id = self.bridge.submit(self.settings.request())
+            self.job = self.bridge.jobs.start(self.settings.request())
         except HearthError as exc:
             self._set_status(str(exc))
             return False
+        bind_job(
+            self.job,
+            status=self._set_status,
+            progressed=self._on_step,
+            preview=self.preview_changed.emit,
+            output=lambda path, _: self._on_result(path),
+            ended=self._on_end,
+        )
         self._started_at, self._first_step = self.clock(), None
         self._set_status("queued")
         self.progress_changed.emit(0, self.settings.steps, "")
@@ -115,8 +123,8 @@ class VideoState(QObject):
         return True
 
     def stop(self) -> None:
-        if self.job_id:
-            self.bridge.cancel(self.job_id)
+        if self.job is not None:
+            self.bridge.jobs.cancel(self.job)
             self._set_status("stopping at the next step")
 
     def export_as(self, path: str) -> Path:
@@ -133,39 +141,33 @@ class VideoState(QObject):
 
     # -- events ---------------------------------------------------------------------------
 
-    def on_event(self, event) -> None:
-        if getattr(event, "job_id", None) != self.job_id or not self.job_id:
-            return
-        match event:
-            case JobStatus(message=message):
-                self._set_status(message)
-            case Progress():
-                self._on_step(event)
-            case Output(path=path):
-                self.result = path
-                self.result_changed.emit(path)
-            case Finished(elapsed_s=elapsed):
-                self._end(f"done in {elapsed:.1f} s")
-            case Cancelled(at_step=step):
-                self._end(f"cancelled at step {step}")
-            case Failed(message=message):
-                self._end(f"failed: {message}")
+    def _on_result(self, path: str) -> None:
+        self.result = path
+        self.result_changed.emit(path)
 
-    def _on_step(self, event: Progress) -> None:
+    def _on_end(self, job: Job) -> None:
+        match job.state:
+            case JobState.finished:
+                self._end(f"done in {job.elapsed_s or 0:.1f} s")
+            case JobState.cancelled:
+                self._end(f"cancelled at step {job.cancelled_at_step}")
+            case JobState.failed:
+                self._end(f"failed: {job.error_message}")
+
+    def _on_step(self, step: int, total: int, message: str) -> None:
         now = self.clock()
         if self._first_step is None:
-            self._first_step = (event.step, now)
-        done_since, since = event.step - self._first_step[0], now - self._first_step[1]
+            self._first_step = (step, now)
+        done_since, since = step - self._first_step[0], now - self._first_step[1]
         eta = ""
         if done_since > 0:
-            eta = f"ETA {format_eta(since / done_since * (event.total - event.step))}"
-        self.progress_changed.emit(event.step, event.total, eta)
-        if event.preview_png:
-            self.preview_changed.emit(event.preview_png)
-        self._set_status(event.message or f"step {event.step}/{event.total}")
+            eta = f"ETA {format_eta(since / done_since * (total - step))}"
+        self.progress_changed.emit(step, total, eta)
+        if not message:
+            self._set_status(f"step {step}/{total}")
 
     def _end(self, status: str) -> None:
-        self.job_id = ""
+        self.job = None
         self._set_status(status)
         self.busy_changed.emit(False)
 

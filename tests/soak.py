@@ -218,7 +218,7 @@ class SoakDriver:
         tab.steps.setValue(4)
         tab.seed.setValue(n)
         self._submit_and_wait(tab.generate, "the image")
-        self.wait_until(lambda: tab.job_id is None, "the image tab to settle")
+        self.wait_until(lambda: tab.job is None, "the image tab to settle")
         if not Path(tab.result_path).is_file():
             self.report.failures.append(f"image {n}: no file at {tab.result_path!r}")
 

@@ -476,9 +476,9 @@ def _set(widget, value) -> None:
 def _generate(qtbot, tab) -> Path:
     before = tab.result_path
     tab.generate_button.click()
-    assert tab.job_id is not None, tab.error.text()
+    assert tab.job is not None, tab.error.text()
     qtbot.waitUntil(lambda: tab.result_path != before, timeout=300_000)
-    qtbot.waitUntil(lambda: tab.job_id is None, timeout=30_000)
+    qtbot.waitUntil(lambda: tab.job is None, timeout=30_000)
     assert tab.error.isHidden(), tab.error.text()
     return Path(tab.result_path)
 

@@ -41,12 +41,12 @@ def test_generate_an_image_from_the_window(qtbot, real_window):
     tab.height_box.setValue(64)
     tab.steps.setValue(4)
     qtbot.mouseClick(tab.generate_button, Qt.MouseButton.LeftButton)
-    job = tab.job_id
+    job = tab.job.job_id
     assert job is not None
     qtbot.waitUntil(lambda: real_window.jobs_panel.row(job) is not None, timeout=5000)
 
     qtbot.waitUntil(lambda: bool(tab.result_path), timeout=120_000)
-    qtbot.waitUntil(lambda: tab.job_id is None, timeout=10_000)
+    qtbot.waitUntil(lambda: tab.job is None, timeout=10_000)
 
     assert Path(tab.result_path).is_file()
     assert tab.image.pixmap() is not None and not tab.image.pixmap().isNull()

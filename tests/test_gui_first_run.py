@@ -177,10 +177,16 @@ def test_each_tab_works_the_first_time(qtbot, fresh_install):
     music.seconds.setValue(1.5)
     music.window_seconds.setValue(0.5)  # a long piece in miniature: several generation windows
     music.generate()
-    assert image.job_id and video.state.job_id and music.state.job_id and chat.state.job_id, failures
+    assert image.job and video.state.job and music.state.job and chat.state.job, failures
 
     def all_done() -> bool:
-        busy = (chat.state.busy, image.job_id, brushes.base_job, video.state.busy, music.state.busy)
+        busy = (
+            chat.state.busy,
+            image.job is not None,
+            brushes.base_job is not None,
+            video.state.busy,
+            music.state.busy,
+        )
         return bool(failures) or not any(busy)
 
     qtbot.waitUntil(all_done, timeout=FIRST_RUN_TIMEOUT_MS)

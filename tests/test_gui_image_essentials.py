@@ -183,7 +183,12 @@ def test_previews_batch_and_upscale_through_a_real_worker(qtbot, tmp_path):
         seen = []  # after the tab handled each step: its pixmap, and the Jobs panel row's thumbnail
 
         def after_step(event):
-            if isinstance(event, Progress) and event.job_id == tab.job_id and event.preview_png:
+            if (
+                isinstance(event, Progress)
+                and tab.job is not None
+                and event.job_id == tab.job.job_id
+                and event.preview_png
+            ):
                 row = window.jobs_panel.row(event.job_id)
                 seen.append(
                     (tab.image.pixmap().cacheKey(), row is not None and not row.thumbnail.pixmap().isNull())
@@ -197,14 +202,14 @@ def test_previews_batch_and_upscale_through_a_real_worker(qtbot, tmp_path):
         tab.sampler.setCurrentIndex(tab.sampler.findText("Euler a"))
         tab.batch_count.setValue(2)
         tab.generate()
-        qtbot.waitUntil(lambda: tab.job_id is None, timeout=200_000)
+        qtbot.waitUntil(lambda: tab.job is None, timeout=200_000)
         assert tab.error.isHidden(), tab.error.text()
         assert len(tab.outputs) == 2 and tab.thumbnails.count() == 2
         assert len(seen) == 8 and all(in_panel for _, in_panel in seen)
         assert len({key for key, _ in seen}) == 8, "the tab did not show each step's preview"
         source = tab.result_path
         qtbot.mouseClick(tab.upscale_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: tab.job_id is None, timeout=200_000)
+        qtbot.waitUntil(lambda: tab.job is None, timeout=200_000)
         assert tab.error.isHidden(), tab.error.text()
         with Image.open(tab.result_path) as big, Image.open(source) as small:
             assert big.size == (small.width * UPSCALE_FACTOR, small.height * UPSCALE_FACTOR)

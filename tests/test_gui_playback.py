@@ -206,7 +206,7 @@ def test_a_finished_clip_plays_in_the_video_widget(video, qtbot, tmp_path, suffi
     clip = export_video(frames, tmp_path / f"clip.{suffix}", 8, {"prompt": "greys"})
     tab.prompt.setPlainText("greys")
     tab.generate_button.click()
-    job = tab.state.job_id
+    job = tab.state.job.job_id
     bridge.emit_event(Output(job_id=job, path=str(clip), media_type="video/mp4"))
     bridge.emit_event(Finished(job_id=job, elapsed_s=1.0))
     qtbot.waitUntil(lambda: tab.player.playbackState() == PLAYING, timeout=10_000)
@@ -229,7 +229,7 @@ def test_a_clip_that_cannot_be_read_says_so(video, qtbot, tmp_path):
     tab.player_bar.loop_box.setChecked(True)
     tab.prompt.setPlainText("x")
     tab.generate_button.click()
-    bridge.emit_event(Output(job_id=tab.state.job_id, path=str(broken), media_type="video/mp4"))
+    bridge.emit_event(Output(job_id=tab.state.job.job_id, path=str(broken), media_type="video/mp4"))
     qtbot.waitUntil(lambda: "cannot play" in tab.playback_note.text(), timeout=10_000)
     qtbot.waitUntil(
         lambda: tab.player.playbackState() == QMediaPlayer.PlaybackState.StoppedState, timeout=5000
@@ -252,7 +252,7 @@ def test_without_qtmultimedia_the_tabs_say_so_and_offer_the_system_player(qtbot,
     clip = export_video([np.zeros((16, 16, 3), np.uint8)] * 2, tmp_path / "clip.mp4", 8, {"prompt": "x"})
     video.prompt.setPlainText("x")
     video.generate()
-    bridge.emit_event(Output(job_id=video.state.job_id, path=str(clip), media_type="video/mp4"))
+    bridge.emit_event(Output(job_id=video.state.job.job_id, path=str(clip), media_type="video/mp4"))
     assert video.system_player_button.isEnabled() and video.export_buttons["gif"].isEnabled()
 
 

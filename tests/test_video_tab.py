@@ -84,7 +84,9 @@ def test_progress_shows_steps_eta_and_each_preview(qtbot):
     state.preview_changed.connect(previews.append)
     for step, t in ((1, 102.0), (2, 104.0), (3, 106.0)):
         now[0] = t
-        bridge.emit_event(Progress(job_id=state.job_id, step=step, total=4, message="", preview_png=_png()))
+        bridge.emit_event(
+            Progress(job_id=state.job.job_id, step=step, total=4, message="", preview_png=_png())
+        )
     assert seen == [(1, 4, ""), (2, 4, "ETA 4 s"), (3, 4, "ETA 2 s")]
     assert len(previews) == 3
     bridge.emit_event(Progress(job_id="someone-else", step=4, total=4))
@@ -98,7 +100,7 @@ def test_finished_clip_plays_and_can_be_exported_to_another_format(tab, qtbot, t
     clip = export_video(frames, tmp_path / "clip.gif", 8, {"prompt": "a cat", "seed": 3})
     widget.prompt.setPlainText("a cat")
     widget.generate_button.click()
-    job_id = widget.state.job_id
+    job_id = widget.state.job.job_id
     bridge.emit_event(Output(job_id=job_id, path=str(clip), media_type="image/gif"))
     bridge.emit_event(Finished(job_id=job_id, elapsed_s=3.2))
     assert widget.playing_path == str(clip)  # it plays: tests/test_gui_playback.py follows the player
@@ -112,11 +114,13 @@ def test_stop_cancels_the_job_and_the_end_is_shown(tab):
     widget, bridge = tab
     widget.prompt.setPlainText("a cat")
     widget.generate_button.click()
-    job_id = widget.state.job_id
+    job_id = widget.state.job.job_id
     widget.stop_button.click()
     assert bridge.cancelled == [job_id]
     bridge.emit_event(Cancelled(job_id=job_id, at_step=2))
     assert "cancelled at step 2" in widget.status_label.text() and not widget.stop_button.isEnabled()
     widget.generate_button.click()
-    bridge.emit_event(Failed(job_id=widget.state.job_id, kind=ErrorKind.bad_input, message="too many frames"))
+    bridge.emit_event(
+        Failed(job_id=widget.state.job.job_id, kind=ErrorKind.bad_input, message="too many frames")
+    )
     assert "too many frames" in widget.status_label.text()

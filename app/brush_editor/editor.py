@@ -36,17 +36,10 @@ from app.brush_editor.commands import PaintStroke
 from app.brush_editor.layer_panel import LayerPanel
 from app.brush_editor.state import BrushDocumentState, ToolState, image_png
 from app.form_binding import add_generate_shortcut, spin_for
+from app.job import Job, bind_job
 from workers.brushes.project_io import MEDIA_TYPE, SUFFIX, project_path_for, read_project, write_project
 from workers.errors import BadInput
-from workers.protocol import (
-    BrushBaseRequest,
-    BrushRenderRequest,
-    Cancelled,
-    Failed,
-    Finished,
-    Output,
-    Progress,
-)
+from workers.protocol import BrushBaseRequest, BrushRenderRequest, JobState
 
 RENDER_DELAY_MS = 120
 AUTOSAVE_DELAY_MS = 1500
@@ -63,8 +56,8 @@ class BrushEditor(QWidget):
         self.bridge = bridge
         self.document, self.tool = BrushDocumentState(self), ToolState(self)
         self.undo = QUndoStack(self)
-        self.base_job: str | None = None
-        self.render_job: str | None = None
+        self.base_job: Job | None = None
+        self.render_job: Job | None = None
         self._revisions = itertools.count(int(time.time() * 1000))
         self.canvas = BrushCanvas(self.document, self.tool)
         self.panel = LayerPanel(self.document, self.undo)
@@ -75,7 +68,6 @@ class BrushEditor(QWidget):
         self.canvas.stroke_finished.connect(self._on_stroke)
         self.document.content_changed.connect(self._on_content_changed)
         self.document.status_changed.connect(self.status.setText)
-        self.bridge.event.connect(self.on_event)
         add_generate_shortcut(self, self.generate_base)
 
     # -- layout ---------------------------------------------------------------------------
@@ -223,12 +215,13 @@ class BrushEditor(QWidget):
             **fields,
         )
         job = self._submit(request)
-        if job:
-            self.base_job = job
-            self.document.set_status(
-                "inverting the photo…" if request.photo_path else "generating the base image…"
-            )
-        return job
+        if job is None:
+            return None
+        self.base_job = job
+        self.document.set_status(
+            "inverting the photo…" if request.photo_path else "generating the base image…"
+        )
+        return job.job_id
 
     # -- rendering ------------------------------------------------------------------------
 
@@ -246,7 +239,7 @@ class BrushEditor(QWidget):
         if not self.document.has_session:
             return None
         if self.render_job is not None:
-            self.bridge.cancel(self.render_job)
+            self.bridge.jobs.cancel(self.render_job)
             self.render_job = None
         layers = self.document.render_layers()
         if not any(layer.visible for layer in layers):
@@ -263,41 +256,50 @@ class BrushEditor(QWidget):
             revision=next(self._revisions),
         )
         self.render_job = self._submit(request)
-        if self.render_job:
-            self.document.set_status("rendering…")
-        return self.render_job
+        if self.render_job is None:
+            return None
+        self.document.set_status("rendering…")
+        return self.render_job.job_id
 
-    def on_event(self, event) -> None:
-        job = getattr(event, "job_id", None)
-        if job is None or job not in (self.base_job, self.render_job):
-            return  # another tab's job, or a stale render
-        match event:
-            case Progress(preview_png=bytes() as png):
+    def _follow(self, job: Job) -> Job:
+        """Bind a base or render job; one that has been replaced (a stale render) shows nothing."""
+
+        def current() -> bool:
+            return job is self.base_job or job is self.render_job
+
+        def on_preview(png: bytes) -> None:
+            if current():
                 self.document.set_preview(QImage.fromData(png))
-            case Output(media_type=media_type, path=path) if media_type == MEDIA_TYPE:
-                self.open_project(path)
-            case Output(media_type="image/png", path=path) if job == self.render_job:
-                self.document.set_composite(QImage(path))
-            case Finished():
-                self._job_ended(job, "ready")
-            case Cancelled():
-                self._job_ended(job, "")
-            case Failed(message=message):
-                self._job_ended(job, "")
-                self._error(message)
 
-    def _job_ended(self, job: str, message: str) -> None:
-        if job == self.base_job:
+        def on_output(path: str, media_type: str) -> None:
+            if not current():
+                return
+            if media_type == MEDIA_TYPE:
+                self.open_project(path)
+            elif media_type == "image/png" and job is self.render_job:
+                self.document.set_composite(QImage(path))
+
+        def on_end(ended: Job) -> None:
+            if not current():
+                return
+            self._job_ended(ended, "ready" if ended.state is JobState.finished else "")
+            if ended.state is JobState.failed:
+                self._error(ended.error_message)
+
+        return bind_job(job, preview=on_preview, output=on_output, ended=on_end)
+
+    def _job_ended(self, job: Job, message: str) -> None:
+        if job is self.base_job:
             self.base_job = None
-        if job == self.render_job:
+        if job is self.render_job:
             self.render_job = None
             self.document.set_preview(None)
         if message:
             self.document.set_status(message)
 
-    def _submit(self, request) -> str | None:
+    def _submit(self, request) -> Job | None:
         try:
-            return self.bridge.submit(request)
+            return self._follow(self.bridge.jobs.start(request))
         except BadInput as exc:
             self._error(str(exc))
             return None
