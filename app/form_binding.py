@@ -1,12 +1,14 @@
 """Form widgets configured from the job schema: limits, default, step and tooltip come from the
 request field's ``param()`` declaration (``workers/schema.py``), never from numbers typed here.
 
-Also what every tab's form shares: remembering its values between launches (``form_values`` /
-``restore_form``, kept in ``Settings.forms``) and Ctrl+Enter to generate (``add_generate_shortcut``).
+Also what every tab's form shares: its widgets named by request field (a tab's ``form_fields()``),
+read into a request by ``request_from_form``, remembered between launches (``form_values`` /
+``restore_form``, kept in ``Settings.forms``), and Ctrl+Enter to generate (``add_generate_shortcut``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -143,6 +145,16 @@ def form_values(fields: dict[str, QWidget]) -> dict[str, object]:
         else:
             raise TypeError(f"form field {name!r}: cannot remember a {type(widget).__name__}")
     return values
+
+
+def request_from_form(request_cls: type, fields: dict[str, QWidget], **given):
+    """The form as a ``request_cls`` (not yet validated): each request field from the widget named
+    after it, read as ``form_values`` reads it (text without its surrounding blanks), unless it is
+    ``given``; a field the form has no widget for keeps the schema's default."""
+    names = {f.name for f in dataclasses.fields(request_cls)}
+    read = form_values({n: w for n, w in fields.items() if n in names and n not in given})
+    values = {n: v.strip() if isinstance(v, str) else v for n, v in read.items()}
+    return request_cls(**values, **given)
 
 
 def restore_form(fields: dict[str, QWidget], values: object) -> None:

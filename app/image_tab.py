@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import QT_INT_MAX, form_values, restore_form, spin_for, tooltip
+from app.form_binding import QT_INT_MAX, form_values, request_from_form, restore_form, spin_for, tooltip
 from app.image_lora_list import LoraList
 from app.job import Job, bind_job
 from app.style import ERROR_STYLE, error_text, pixmap_from_png, show_pixmap
@@ -267,20 +267,11 @@ class ImageTab(QWidget):
 
     def request(self) -> ImageRequest:
         """The form as a request (not yet validated)."""
-        return ImageRequest(
-            prompt=self.prompt.toPlainText().strip(),
-            negative_prompt=self.negative_prompt.text(),
-            width=self.width_box.value(),
-            height=self.height_box.value(),
-            steps=self.steps.value(),
-            guidance=round(self.guidance.value(), 2),
-            seed=self.seed.value(),
-            sampler=self.sampler.currentData(),
-            batch_count=self.batch_count.value(),
-            init_image=self.init_image.text().strip(),
-            strength=round(self.strength.value(), 2),
+        return request_from_form(
+            ImageRequest,
+            self.form_fields(),
             loras=self.loras.text(),
-            model=self.model_box.model() or "demo-sd",
+            model=self.model_box.model() or default_of(ImageRequest, "model"),
         )
 
     def apply_settings(self, settings) -> None:

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import add_generate_shortcut, compact_picker, spin_for
+from app.form_binding import add_generate_shortcut, compact_picker, request_from_form, spin_for
 from app.media_player import PlayerBar
 from app.music_state import MusicState, music_models
 from app.waveform import GenerationWindow, column_peaks
@@ -266,18 +266,7 @@ class MusicTab(QWidget):
     # -- actions --------------------------------------------------------------------------
 
     def request(self) -> MusicRequest:
-        return MusicRequest(
-            prompt=self.prompt.toPlainText(),
-            seconds=self.seconds.value(),
-            chords=self.chords.text().strip(),
-            bpm=self.bpm.value(),
-            meter=self.meter.currentText(),
-            guidance=self.guidance.value(),
-            temperature=self.temperature.value(),
-            seed=self.seed.value(),
-            window_seconds=self.window_seconds.value(),
-            model=self.model_id(),
-        )
+        return request_from_form(MusicRequest, self.form_fields(), model=self.model_id())
 
     def model_id(self) -> str:
         """The catalog id behind a picked title, or what the user typed (hub id, folder)."""
