@@ -21,6 +21,10 @@ from workers.arbiter.client import ArbiterClient
 if not os.environ.get("QT_QPA_PLATFORM"):  # an empty value crashes pytest-qt (docs/FIELD-NOTES.md §6)
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
 os.environ["HF_HUB_OFFLINE"] = "1"
+# This run may share its cores with another (CI, a second copy): torch's OpenMP threads, here and
+# in the workers the tests start, spin while waiting and starve the other run's; sleeping ones
+# made two copies of the supervisor and video tests take 31 s instead of 192 s on 2 CPUs.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = ["tests.hygiene"]

@@ -44,14 +44,26 @@ TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 log = logging.getLogger(__name__)
 
 
+WORKER_ENVIRONMENT = {
+    # Progress reaches the user as events; library progress bars would only clutter the log.
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+"""Set in a worker before its libraries load; a value the user set wins."""
+
+
+def prepare_worker_process(kind: str) -> None:
+    """What every host of the worker runtime (a process here, a Ray actor) does first."""
+    setup_logging(f"worker-{kind}")
+    for name, value in WORKER_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 def worker_main(kind: str, conn: Any) -> None:
     """Entry point of a worker process (must live in an importable module for spawn)."""
     _leave_signals_to_the_supervisor()  # first: before the heavy imports a Ctrl-C could interrupt
     _die_with_parent()
-    setup_logging(f"worker-{kind}")
-    # Progress reaches the user as events; library progress bars would only clutter the log.
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    prepare_worker_process(kind)
     runtime = WorkerRuntime(WorkerKind(kind), conn)
     runtime.serve()
 

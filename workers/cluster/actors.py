@@ -40,7 +40,6 @@ from workers.arbiter.user_config import ConfigWatcher
 from workers.cluster.pipe import QueuePipe
 from workers.cluster.staging import sidecar_of, staged_request
 from workers.codec import decode, encode
-from workers.logs import setup_logging
 from workers.protocol import (
     Cancelled,
     Command,
@@ -52,7 +51,7 @@ from workers.protocol import (
     WorkerEvent,
     WorkerKind,
 )
-from workers.runtime import WorkerRuntime
+from workers.runtime import WorkerRuntime, prepare_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +141,7 @@ class WorkerActor:
     """One worker of one kind on one node: the runtime in a thread, its pipe behind methods."""
 
     def __init__(self, kind: str) -> None:
-        # As ``workers.runtime.worker_main`` does for a worker process.
-        setup_logging(f"worker-{kind}")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        prepare_worker_process(kind)
         self.kind = WorkerKind(kind)
         self.pipe = QueuePipe()
         self.staging = Path(tempfile.mkdtemp(prefix=f"hearth-{kind}-staging-"))
