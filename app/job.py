@@ -111,10 +111,11 @@ class Job(QObject):
             return (now or time.monotonic()) - self.started_at
         return None
 
-    def add_output(self, path: str) -> None:
-        """A file known to be this job's (a stored job's outputs, read back from the job store)."""
+    def add_output(self, path: str, media_type: str = "") -> None:
+        """A file of this job's; without its media type (a stored job's outputs, read back from the
+        job store) its suffix says whether it is an image."""
         self.outputs.append(path)
-        if path.lower().endswith(IMAGE_SUFFIXES):
+        if media_type.startswith("image/") if media_type else path.lower().endswith(IMAGE_SUFFIXES):
             self.image_path = path
 
     def apply(self, event: object) -> bool:
@@ -142,9 +143,7 @@ class Job(QObject):
             case TextDelta(text=text):
                 self.text_added.emit(text)
             case Output(path=path, media_type=media_type):
-                self.outputs.append(path)
-                if media_type.startswith("image/"):
-                    self.image_path = path
+                self.add_output(path, media_type)
                 self.output_added.emit(path, media_type)
             case Finished(elapsed_s=elapsed, metrics=metrics):
                 self.metrics = {m.name: m.value for m in metrics}
