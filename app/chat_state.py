@@ -2,14 +2,15 @@
 
 Widgets bind to the ``*_changed`` signals and call the methods; nothing here draws. Conversations
 live in ``workers.conversations.ConversationStore``: the user's messages are written here, the
-assistant's answer by the chat worker as it streams (so it survives a worker crash). Events from
-the bridge are filtered on this tab's own job id.
+assistant's answer by the chat worker as it streams (so it survives a worker crash). The answer
+is followed through its ``Job`` (``app/job.py``). The model and sampling settings are the form's,
+read into a ``ChatRequest`` by the tab each time it asks (``request_from_form``), as in every tab.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -22,23 +23,9 @@ from workers.conversations import ConversationStore, StoredMessage, title_from
 from workers.errors import HearthError
 from workers.paths import config_dir
 from workers.protocol import ChatMessage, ChatRequest, JobState
-from workers.schema import default_of
 
 ROLE_TITLES = {"user": "You", "assistant": "Assistant", "system": "System"}
-
-
-@dataclass(frozen=True, slots=True)
-class ChatSettings:
-    """What the next answer is generated with."""
-
-    model: str = default_of(ChatRequest, "model")
-    quant: str = "auto"
-    system_prompt: str = "You are a helpful assistant."
-    temperature: float = default_of(ChatRequest, "temperature")
-    top_p: float = default_of(ChatRequest, "top_p")
-    top_k: int = default_of(ChatRequest, "top_k")
-    max_new_tokens: int = default_of(ChatRequest, "max_new_tokens")
-    repetition_penalty: float = default_of(ChatRequest, "repetition_penalty")
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 class ChatState(QObject):
@@ -50,14 +37,12 @@ class ChatState(QObject):
     busy_changed = Signal(bool)
     status_changed = Signal(str)
     metrics_changed = Signal(str)
-    settings_changed = Signal()
     models_changed = Signal()
 
     def __init__(self, bridge, store: ConversationStore | None = None) -> None:
         super().__init__()
         self.bridge = bridge
         self.store = store or ConversationStore()
-        self.settings = ChatSettings()
         self.current_id = ""
         self.search_text = ""
         self.job: Job | None = None
@@ -116,8 +101,10 @@ class ChatState(QObject):
     def busy(self) -> bool:
         return self.job is not None
 
-    def send(self, text: str) -> bool:
-        """Add the user's message and ask for an answer; False (with a status) when it cannot be sent."""
+    def send(self, text: str, settings: ChatRequest) -> bool:
+        """Add the user's message and ask for an answer with ``settings`` (the form's request: its
+        model, sampling and system prompt, ``messages`` the system prompt alone or empty); False
+        (with a status) when it cannot be sent."""
         if self.busy:
             self._set_status("Wait for the answer to finish, or press Stop")
             return False
@@ -129,9 +116,9 @@ class ChatState(QObject):
             self.conversations_changed.emit()
         self.store.add_message(self.current_id, "user", text)
         self.messages_changed.emit()
-        return self._ask()
+        return self._ask(settings)
 
-    def regenerate(self) -> bool:
+    def regenerate(self, settings: ChatRequest) -> bool:
         """Drop the last answer and ask again with the same conversation."""
         history = self.messages()
         if self.busy or not any(m.role == "user" for m in history):
@@ -139,7 +126,7 @@ class ChatState(QObject):
         if history[-1].role == "assistant":
             self.store.delete_messages_from(_first_trailing_answer(history).id)
             self.messages_changed.emit()
-        return self._ask()
+        return self._ask(settings)
 
     def edit_last(self) -> str:
         """Take the last user message back for editing (it and what followed are removed); returns its text."""
@@ -155,25 +142,14 @@ class ChatState(QObject):
             self.bridge.jobs.cancel(self.job)
             self._set_status("Stopping ...")
 
-    def request(self) -> ChatRequest:
-        s = self.settings
-        system = [ChatMessage(role="system", content=s.system_prompt)] if s.system_prompt.strip() else []
+    def request(self, settings: ChatRequest) -> ChatRequest:
+        """``settings`` with this conversation after its system prompt."""
         history = [ChatMessage(role=m.role, content=m.content) for m in self.messages() if m.content]
-        return ChatRequest(
-            messages=tuple(system + history),
-            model=s.model,
-            quant=s.quant,
-            max_new_tokens=s.max_new_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            repetition_penalty=s.repetition_penalty,
-            conversation_id=self.current_id,
-        )
+        return replace(settings, messages=(*settings.messages, *history), conversation_id=self.current_id)
 
-    def _ask(self) -> bool:
+    def _ask(self, settings: ChatRequest) -> bool:
         try:
-            job = self.bridge.jobs.start(self.request())
+            job = self.bridge.jobs.start(self.request(settings))
         except HearthError as exc:
             self._set_status(str(exc))
             return False
@@ -214,7 +190,7 @@ class ChatState(QObject):
                 self.partial,
                 state=state,
                 job_id=job.job_id,
-                model=self.settings.model,
+                model=job.request.model,
             )
         elif stored is not None and stored.state == "streaming":
             self.store.set_message_state(stored.id, "stopped")
@@ -226,26 +202,23 @@ class ChatState(QObject):
 
     # -- settings -------------------------------------------------------------------------
 
-    def update_settings(self, **changes) -> None:
-        self.settings = replace(self.settings, **changes)
-        self.settings_changed.emit()
-
     def model_choices(self) -> list[tuple[str, str]]:
         """(model spec, title) for the picker: the catalog's chat models, then ones the user added."""
         catalog = [(e.id, e.title) for e in entries(ModelKind.chat)]
         return catalog + [(spec, spec) for spec in self.custom_models]
 
-    def add_model(self, spec: str) -> None:
+    def add_model(self, spec: str) -> str:
+        """Remember a model the user typed (a hub id, folder or file) among the picker's choices."""
         spec = spec.strip()
         if spec and spec not in self.custom_models and spec not in dict(self.model_choices()):
             self.custom_models.append(spec)
             _save_custom_models(self.custom_models)
             self.models_changed.emit()
-        if spec:
-            self.update_settings(model=spec)
+        return spec
 
-    def memory_estimate(self) -> str:
-        return describe_estimate(self.settings.model, self.settings.quant)
+    @staticmethod
+    def memory_estimate(model: str, quant: str) -> str:
+        return describe_estimate(model, quant)
 
     # -- view -----------------------------------------------------------------------------
 

@@ -29,12 +29,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.chat_state import ChatState
-from app.form_binding import add_generate_shortcut, compact_picker, spin_for
+from app.chat_state import DEFAULT_SYSTEM_PROMPT, ChatState
+from app.form_binding import add_generate_shortcut, compact_picker, request_from_form, spin_for
 from models.catalog import HOW_TO_ADD_MODELS
 from models.chat_memory import QUANT_TITLES, QUANTS
 from workers.conversations import ConversationStore
-from workers.protocol import ChatRequest
+from workers.protocol import ChatMessage, ChatRequest
+from workers.schema import default_of
 
 ADD_MODEL = "__add_model__"
 RENDER_DELAY_MS = 30  # coalesce token-by-token updates into a few repaints per second
@@ -64,6 +65,8 @@ class ChatTab(QWidget):
         self._render_timer = QTimer(self, singleShot=True, interval=RENDER_DELAY_MS)
         self._render_timer.timeout.connect(self._render)
         self._rendered_at = 0.0
+        self._last_model = default_of(ChatRequest, "model")
+        """The picker's model before "Add model ...": where a cancelled dialog goes back to."""
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self._build_conversations())
         splitter.addWidget(self._build_conversation())
@@ -128,21 +131,18 @@ class ChatTab(QWidget):
         form = QFormLayout()
         outer.addLayout(form)
         outer.addStretch(1)
-        s = self.state.settings
         self.model_picker = compact_picker(QComboBox(panel, toolTip=HOW_TO_ADD_MODELS))
         self.quant_picker = compact_picker(QComboBox(panel))
         for quant in QUANTS:
             self.quant_picker.addItem(QUANT_TITLES[quant], quant)
         self.memory_label = QLabel(panel, wordWrap=True)
-        self.system_prompt = QPlainTextEdit(s.system_prompt, panel)
+        self.system_prompt = QPlainTextEdit(DEFAULT_SYSTEM_PROMPT, panel)
         self.system_prompt.setFixedHeight(80)
-        self.temperature = spin_for(ChatRequest, "temperature", panel, value=s.temperature)
-        self.top_p = spin_for(ChatRequest, "top_p", panel, value=s.top_p)
-        self.top_k = spin_for(ChatRequest, "top_k", panel, value=s.top_k)
-        self.max_tokens = spin_for(ChatRequest, "max_new_tokens", panel, value=s.max_new_tokens)
-        self.repetition_penalty = spin_for(
-            ChatRequest, "repetition_penalty", panel, value=s.repetition_penalty
-        )
+        self.temperature = spin_for(ChatRequest, "temperature", panel)
+        self.top_p = spin_for(ChatRequest, "top_p", panel)
+        self.top_k = spin_for(ChatRequest, "top_k", panel)
+        self.max_tokens = spin_for(ChatRequest, "max_new_tokens", panel)
+        self.repetition_penalty = spin_for(ChatRequest, "repetition_penalty", panel)
         form.addRow("Model", self.model_picker)
         form.addRow("Quantization", self.quant_picker)
         form.addRow(self.memory_label)
@@ -165,7 +165,6 @@ class ChatTab(QWidget):
         state.status_changed.connect(self.status_label.setText)
         state.metrics_changed.connect(self.metrics_label.setText)
         state.models_changed.connect(self._refresh_models)
-        state.settings_changed.connect(self._refresh_memory)
         self.search_box.textChanged.connect(state.set_search)
         self.conversation_list.currentItemChanged.connect(self._on_conversation_picked)
         self.new_button.clicked.connect(state.new_conversation)
@@ -175,23 +174,13 @@ class ChatTab(QWidget):
         self.input.submitted.connect(self.send)
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(state.stop)
-        self.regenerate_button.clicked.connect(state.regenerate)
+        self.regenerate_button.clicked.connect(lambda: state.regenerate(self.form_request()))
         self.edit_button.clicked.connect(self._edit_last)
         self.model_picker.activated.connect(self._on_model_picked)
-        # A choice made other than by the user's click (a restored form) reaches the state too;
-        # "Add model ..." only opens its dialog when the user picks it (``activated``).
-        self.model_picker.currentIndexChanged.connect(self._on_model_index)
-        self.quant_picker.currentIndexChanged.connect(
-            lambda: state.update_settings(quant=self.quant_picker.currentData())
-        )
-        self.system_prompt.textChanged.connect(
-            lambda: state.update_settings(system_prompt=self.system_prompt.toPlainText())
-        )
-        self.temperature.valueChanged.connect(lambda v: state.update_settings(temperature=v))
-        self.top_p.valueChanged.connect(lambda v: state.update_settings(top_p=v))
-        self.top_k.valueChanged.connect(lambda v: state.update_settings(top_k=v))
-        self.max_tokens.valueChanged.connect(lambda v: state.update_settings(max_new_tokens=v))
-        self.repetition_penalty.valueChanged.connect(lambda v: state.update_settings(repetition_penalty=v))
+        # The memory estimate follows the model and quantization however they change (a click, a
+        # restored form, the Models tab's "Use"); "Add model ..." opens its dialog only on a click.
+        self.model_picker.currentIndexChanged.connect(self._refresh_memory)
+        self.quant_picker.currentIndexChanged.connect(self._refresh_memory)
 
     def form_fields(self) -> dict[str, QWidget]:
         """The settings remembered between launches (``Settings.forms["chat"]``); the message
@@ -207,10 +196,17 @@ class ChatTab(QWidget):
             "repetition_penalty": self.repetition_penalty,
         }
 
+    def form_request(self) -> ChatRequest:
+        """The form as the next answer's request: its model and sampling, and the system prompt
+        as the first message (the state adds the conversation after it)."""
+        system = self.system_prompt.toPlainText().strip()
+        messages = (ChatMessage(role="system", content=system),) if system else ()
+        return request_from_form(ChatRequest, self.form_fields(), messages=messages)
+
     # -- actions --------------------------------------------------------------------------
 
     def send(self) -> None:
-        if self.state.send(self.input.toPlainText()):
+        if self.state.send(self.input.toPlainText(), self.form_request()):
             self.input.clear()
 
     def _edit_last(self) -> None:
@@ -255,21 +251,10 @@ class ChatTab(QWidget):
             self.state.export(self.state.current_id, path)
 
     def _on_model_picked(self, index: int) -> None:
-        spec = self.model_picker.itemData(index)
-        if spec == ADD_MODEL:
-            spec, ok = QInputDialog.getText(self, "Add model", HOW_TO_ADD_MODELS)
-            if not ok or not spec.strip():
-                self._refresh_models()
-                return
-            self.state.add_model(spec)
-            self._refresh_models()
+        if self.model_picker.itemData(index) != ADD_MODEL:
             return
-        self.state.update_settings(model=spec)
-
-    def _on_model_index(self, index: int) -> None:
-        spec = self.model_picker.itemData(index)
-        if spec and spec != ADD_MODEL and spec != self.state.settings.model:
-            self.state.update_settings(model=spec)
+        spec, ok = QInputDialog.getText(self, "Add model", HOW_TO_ADD_MODELS)
+        self._refresh_models(self.state.add_model(spec) if ok else "")
 
     # -- refresh --------------------------------------------------------------------------
 
@@ -284,18 +269,27 @@ class ChatTab(QWidget):
                 self.conversation_list.setCurrentItem(item)
         self.conversation_list.blockSignals(False)
 
-    def _refresh_models(self) -> None:
+    def _refresh_models(self, pick: str = "") -> None:
+        """The picker's choices again, keeping its model (or making ``pick`` its model)."""
+        current = pick or self.model_picker.currentData()
+        if current in (None, ADD_MODEL):  # the dialog was cancelled: back to the model before it
+            current = self._last_model
         self.model_picker.blockSignals(True)
         self.model_picker.clear()
         for spec, title in self.state.model_choices():
             self.model_picker.addItem(title, spec)
         self.model_picker.addItem("Add model ...", ADD_MODEL)
-        self.model_picker.setCurrentIndex(max(self.model_picker.findData(self.state.settings.model), 0))
+        self.model_picker.setCurrentIndex(max(self.model_picker.findData(current), 0))
         self.model_picker.blockSignals(False)
         self._refresh_memory()
 
     def _refresh_memory(self) -> None:
-        self.memory_label.setText(self.state.memory_estimate())
+        model = self.model_picker.currentData()
+        if model != ADD_MODEL:
+            self._last_model = model
+            self.memory_label.setText(
+                self.state.memory_estimate(model or "", self.quant_picker.currentData())
+            )
 
     def _schedule_render(self) -> None:
         """Repaint now if the last repaint is ``RENDER_DELAY_MS`` old (an answer's first token

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.job import Job, bind_job
 from app.model_choices import verdict_text
 from app.model_downloads import DownloadJobs
 from app.style import NOTICE_STYLE
@@ -39,6 +40,7 @@ from models.fit import Budget, judge, tier_fits
 from models.registry import BUILTIN
 from workers.arbiter.units import format_bytes
 from workers.errors import BadInput, HearthError, MissingModel
+from workers.protocol import JobState
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Name", "Kind", "Family", "Params", "Quant", "Size", "Fit", "State", "Source", "Tiers", "Location")
@@ -62,6 +64,8 @@ class ModelsState(QObject):
     budget_changed = Signal()
     message_changed = Signal(str)
     offline_changed = Signal(bool)
+    download_started = Signal(object)
+    """(Job) a download began: the tab shows its progress."""
     _scanned = Signal(object)
 
     def __init__(self, bridge, parent: QObject | None = None) -> None:
@@ -84,7 +88,6 @@ class ModelsState(QObject):
         self.scanning = False
         self._scan_thread: threading.Thread | None = None
         self.downloads = DownloadJobs(bridge, self)
-        self.downloads.changed.connect(self._on_download)
         self._scanned.connect(self._on_scanned, Qt.ConnectionType.QueuedConnection)
         self.reload()
 
@@ -206,24 +209,25 @@ class ModelsState(QObject):
         self.reload()
         self._say(text)
 
-    def download(self, hub_id: str, include: str = "") -> str:
-        return self.downloads.start(hub_id, include)
+    def download(self, hub_id: str, include: str = "") -> Job:
+        job = bind_job(self.downloads.start(hub_id, include), ended=self._on_download_end)
+        self.download_started.emit(job)
+        return job
 
-    @Slot(str)
-    def _on_download(self, job_id: str) -> None:
+    def _on_download_end(self, job: Job) -> None:
         from models.hub_access import OFFLINE
 
-        job = self.downloads.jobs[job_id]
-        if job.state == "finished":
+        hub_id = job.request.hub_id
+        if job.state is JobState.finished:
             self._set_offline(False)
             self.reload()
-            names = ", ".join(m.name for m in job.models)
-            self._say(f"Downloaded {names}.")
-        elif job.state == "failed":
-            self._set_offline(OFFLINE in job.message)
-            self._say(f"Download of {job.task.hub_id} failed: {job.message}")
-        elif job.state == "cancelled":
-            self._say(f"Download of {job.task.hub_id} cancelled; starting it again resumes where it stopped.")
+            names = ", ".join(m.name for m in self.models if m.location in job.outputs)
+            self._say(f"Downloaded {names or hub_id}.")
+        elif job.state is JobState.failed:
+            self._set_offline(OFFLINE in job.error_message)
+            self._say(f"Download of {hub_id} failed: {job.error_message}")
+        else:
+            self._say(f"Download of {hub_id} cancelled; starting it again resumes where it stopped.")
 
     def _set_offline(self, offline: bool) -> None:
         if offline != self.offline:
@@ -243,13 +247,14 @@ class ModelsTab(QWidget):
     def __init__(self, bridge, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = ModelsState(bridge, self)
-        self.download_job = ""
+        self.download: Job | None = None
+        """The download the tab shows: the last one started."""
         self._build()
         self.state.models_changed.connect(self.refresh)
         self.state.budget_changed.connect(self.refresh)
         self.state.message_changed.connect(self.status.setText)
         self.state.offline_changed.connect(self._show_offline)
-        self.state.downloads.changed.connect(self._show_download)
+        self.state.download_started.connect(self._follow_download)
         self.refresh()
 
     def _build(self) -> None:
@@ -285,7 +290,7 @@ class ModelsTab(QWidget):
         self.download_bar = QProgressBar()
         self.download_bar.setRange(0, 100)
         self.download_cancel = QPushButton("Cancel download")
-        self.download_cancel.clicked.connect(lambda: self.state.downloads.cancel(self.download_job))
+        self.download_cancel.clicked.connect(self._cancel_download)
         download_row = QHBoxLayout()
         download_row.addWidget(self.download_label)
         download_row.addWidget(self.download_bar, 1)
@@ -412,14 +417,32 @@ class ModelsTab(QWidget):
         self.offline_notice.setText(self._offline_words())
         self.offline_notice.setVisible(offline)
 
-    @Slot(str)
-    def _show_download(self, job_id: str) -> None:
-        job = self.state.downloads.jobs[job_id]
-        self.download_job = job_id
-        running = job.state in ("queued", "running")
-        self.download_box.setVisible(running)
-        self.download_label.setText(f"Downloading {job.task.hub_id}: {job.message}")
-        self.download_bar.setValue(job.percent)
+    @Slot(object)
+    def _follow_download(self, job: Job) -> None:
+        self.download = job
+        self.download_bar.setValue(0)
+        self._show_download_words(job.message or "queued", job)
+        self.download_box.setVisible(True)
+
+        def progressed(step: int, _total: int, _message: str) -> None:
+            if job is self.download:  # an earlier download still running keeps quiet
+                self.download_bar.setValue(step)
+
+        def ended(_job: Job) -> None:
+            if job is self.download:
+                self.download_box.setVisible(False)
+
+        bind_job(
+            job, status=lambda text: self._show_download_words(text, job), progressed=progressed, ended=ended
+        )
+
+    def _show_download_words(self, text: str, job: Job) -> None:
+        if job is self.download:
+            self.download_label.setText(f"Downloading {job.request.hub_id}: {text}")
+
+    def _cancel_download(self) -> None:
+        if self.download is not None:
+            self.state.downloads.cancel(self.download.job_id)
 
     # -- actions --------------------------------------------------------------------------
 
@@ -434,13 +457,13 @@ class ModelsTab(QWidget):
             )
         return bool(path) and self.state.add(path)
 
-    def start_download(self, hub_id: str | None = None, include: str = "") -> str:
+    def start_download(self, hub_id: str | None = None, include: str = "") -> Job | None:
         if hub_id is None:
             hub_id, ok = QInputDialog.getText(
                 self, "Download a model", "Hugging Face hub id (org/name); a GGUF repo: org/name:*Q4_K_M*"
             )
             if not ok or not hub_id.strip():
-                return ""
+                return None
             hub_id, _, include = hub_id.strip().partition(":")
         return self.state.download(hub_id, include)
 

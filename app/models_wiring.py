@@ -24,11 +24,9 @@ def attach(tab, window) -> None:
         for kind, picker in pickers.items():
             refresh_picker(picker, registry_choices(kind, state.budget, state.models))
         refresh_picker(chat.model_picker, registry_choices("chat", state.budget, state.models))
-        select_spec(chat.model_picker, chat.state.settings.model)
 
     def use(kind: str, spec: str) -> None:
         if kind == "chat":
-            chat.state.update_settings(model=spec)
             select_spec(chat.model_picker, spec)
             window.tabs.setCurrentWidget(chat)
         else:

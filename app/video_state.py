@@ -1,11 +1,10 @@
-"""View-state of the Video tab: the render settings, the running job (progress, ETA, previews) and
-the result. Widgets bind to the ``*_changed`` signals; nothing here draws. Events from the bridge
-are filtered on this tab's own job id."""
+"""View-state of the Video tab: the running job (progress, ETA, previews) and the result. Widgets
+bind to the ``*_changed`` signals; nothing here draws. The render's settings are the form's, read
+into a ``VideoRequest`` by the tab when it generates (``request_from_form``), as in every tab."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -14,48 +13,6 @@ from app.job import Job, bind_job
 from models.catalog import ModelKind, entries
 from workers.errors import HearthError
 from workers.protocol import JobState, VideoRequest
-from workers.schema import default_of
-
-
-@dataclass(frozen=True, slots=True)
-class VideoSettings:
-    """What the next render is made with."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    frames: int = default_of(VideoRequest, "frames")
-    fps: int = default_of(VideoRequest, "fps")
-    width: int = default_of(VideoRequest, "width")
-    height: int = default_of(VideoRequest, "height")
-    steps: int = default_of(VideoRequest, "steps")
-    guidance: float = default_of(VideoRequest, "guidance")
-    seed: int = default_of(VideoRequest, "seed")
-    model: str = default_of(VideoRequest, "model")
-    manual_slices: int = 0
-    """0: slices chosen from the memory the arbiter grants; N: N frame and N spatial slices."""
-    step_rehash: bool = default_of(VideoRequest, "step_rehash")
-    format: str = default_of(VideoRequest, "format")
-    image: str = default_of(VideoRequest, "image")
-    """The first frame an image-to-video model animates (empty for text-to-video)."""
-
-    def request(self) -> VideoRequest:
-        memory_mode = f"slices:{self.manual_slices}" if self.manual_slices else "auto"
-        return VideoRequest(
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            frames=self.frames,
-            fps=self.fps,
-            width=self.width,
-            height=self.height,
-            steps=self.steps,
-            guidance=self.guidance,
-            seed=self.seed,
-            model=self.model.strip(),
-            memory_mode=memory_mode,
-            step_rehash=self.step_rehash,
-            format=self.format,
-            image=self.image.strip(),
-        )
 
 
 def format_eta(seconds: float) -> str:
@@ -66,7 +23,6 @@ def format_eta(seconds: float) -> str:
 class VideoState(QObject):
     """Everything the Video tab shows, and the actions its buttons trigger."""
 
-    settings_changed = Signal()
     busy_changed = Signal(bool)
     progress_changed = Signal(int, int, str)
     """(step, total, "ETA ..." or "")."""
@@ -78,7 +34,8 @@ class VideoState(QObject):
         super().__init__()
         self.bridge = bridge
         self.clock = clock
-        self.settings = VideoSettings()
+        self.request: VideoRequest | None = None
+        """What the last render was asked for."""
         self.job: Job | None = None
         self.result = ""
         self.status = ""
@@ -93,18 +50,14 @@ class VideoState(QObject):
         """(id, title) of the catalog's video models; any hub id, folder or file can be typed too."""
         return [(e.id, e.title) for e in entries(ModelKind.video)]
 
-    def update_settings(self, **changes) -> None:
-        self.settings = replace(self.settings, **changes)
-        self.settings_changed.emit()
-
     # -- actions --------------------------------------------------------------------------
 
-    def generate(self) -> bool:
+    def generate(self, request: VideoRequest) -> bool:
         """Submit a render; a bad setting is shown as the status and nothing is submitted."""
         if self.busy:
             return False
         try:
-            self.job = self.bridge.jobs.start(self.settings.request())
+            self.job = self.bridge.jobs.start(request)
         except HearthError as exc:
             self._set_status(str(exc))
             return False
@@ -116,9 +69,10 @@ class VideoState(QObject):
             output=lambda path, _: self._on_result(path),
             ended=self._on_end,
         )
+        self.request = request
         self._started_at, self._first_step = self.clock(), None
         self._set_status("queued")
-        self.progress_changed.emit(0, self.settings.steps, "")
+        self.progress_changed.emit(0, request.steps, "")
         self.busy_changed.emit(True)
         return True
 
@@ -134,7 +88,7 @@ class VideoState(QObject):
         if not self.result:
             raise HearthError("there is no video to export yet")
         frames, fps = read_frames(Path(self.result))
-        params = read_metadata(Path(self.result)) or {"prompt": self.settings.prompt}
+        params = read_metadata(Path(self.result)) or {"prompt": self.request.prompt if self.request else ""}
         written = export_video(frames, Path(path), round(fps), dict(params, exported_from=self.result))
         self._set_status(f"exported {written.name}")
         return written

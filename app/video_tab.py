@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.form_binding import add_generate_shortcut, compact_picker, spin_for, tooltip
+from app.form_binding import add_generate_shortcut, compact_picker, request_from_form, spin_for, tooltip
 from app.media_player import PlayerBar, multimedia_available
 from app.video_state import VideoState
 from models.catalog import HOW_TO_ADD_MODELS
@@ -69,19 +69,18 @@ class VideoTab(QWidget):
     def _build_settings(self) -> QWidget:
         panel = QWidget(self)
         form = QFormLayout(panel)
-        s = self.state.settings
         self.prompt = QPlainTextEdit(panel, placeholderText="Describe the clip")
         self.prompt.setFixedHeight(80)
         self.negative_prompt = QLineEdit(panel, placeholderText="What to avoid")
         self.image_path = QLineEdit(panel, placeholderText="Image file (image-to-video models only)")
         self.image_path.setToolTip(tooltip(params(VideoRequest)["image"]))
-        self.frames_box = spin_for(VideoRequest, "frames", panel, value=s.frames)
-        self.fps_box = spin_for(VideoRequest, "fps", panel, value=s.fps)
-        self.width_box = spin_for(VideoRequest, "width", panel, value=s.width)
-        self.height_box = spin_for(VideoRequest, "height", panel, value=s.height)
-        self.steps_box = spin_for(VideoRequest, "steps", panel, value=s.steps)
-        self.guidance_box = spin_for(VideoRequest, "guidance", panel, value=s.guidance)
-        self.seed_box = spin_for(VideoRequest, "seed", panel, value=s.seed)
+        self.frames_box = spin_for(VideoRequest, "frames", panel)
+        self.fps_box = spin_for(VideoRequest, "fps", panel)
+        self.width_box = spin_for(VideoRequest, "width", panel)
+        self.height_box = spin_for(VideoRequest, "height", panel)
+        self.steps_box = spin_for(VideoRequest, "steps", panel)
+        self.guidance_box = spin_for(VideoRequest, "guidance", panel)
+        self.seed_box = spin_for(VideoRequest, "seed", panel)
         self.model_picker = compact_picker(QComboBox(panel, editable=True, toolTip=HOW_TO_ADD_MODELS))
         for model_id, title in self.state.models():
             self.model_picker.addItem(title, model_id)
@@ -172,37 +171,20 @@ class VideoTab(QWidget):
         for fmt, button in self.export_buttons.items():
             button.clicked.connect(lambda _=False, fmt=fmt: self._export(fmt))
 
-    def _collect(self) -> None:
-        """Copy the form into the state just before a render (the widgets are the source of truth)."""
+    def form_request(self) -> VideoRequest:
+        """The form as the next render's request (the widgets are the source of truth)."""
         manual = self.memory_mode.currentData() == "manual"
-        text = self.model_picker.currentText()
-        model = (
-            self.model_picker.currentData()
-            if text == self.model_picker.itemText(self.model_picker.currentIndex())
-            else text
-        )
-        self.state.update_settings(
-            prompt=self.prompt.toPlainText(),
-            negative_prompt=self.negative_prompt.text(),
-            image=self.image_path.text(),
-            frames=self.frames_box.value(),
-            fps=self.fps_box.value(),
-            width=self.width_box.value(),
-            height=self.height_box.value(),
-            steps=self.steps_box.value(),
-            guidance=self.guidance_box.value(),
-            seed=self.seed_box.value(),
-            model=model or text,
-            step_rehash=self.rehash_box.isChecked(),
-            manual_slices=self.slices_box.value() if manual else 0,
-            format=self.format_picker.currentData(),
+        return request_from_form(
+            VideoRequest,
+            self.form_fields(),
+            memory_mode=f"slices:{self.slices_box.value()}" if manual else "auto",
+            image=self.image_path.text().strip(),
         )
 
     # -- actions --------------------------------------------------------------------------
 
     def generate(self) -> None:
-        self._collect()
-        self.state.generate()
+        self.state.generate(self.form_request())
 
     def play(self, path: str) -> None:
         """Load the finished clip into the player and start it."""

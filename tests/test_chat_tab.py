@@ -191,10 +191,25 @@ def test_added_model_is_picked_and_remembered(tab, qtbot, tmp_path, monkeypatch)
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: (str(tmp_path / "my-model"), True))
     widget.model_picker.activated.emit(widget.model_picker.findData(ADD_MODEL))
     assert widget.model_picker.currentData() == str(tmp_path / "my-model")
-    assert widget.state.settings.model == str(tmp_path / "my-model")
+    assert widget.form_request().model == str(tmp_path / "my-model")
     again = ChatTab(FakeBridge())
     qtbot.addWidget(again)
     assert again.model_picker.findData(str(tmp_path / "my-model")) >= 0
+
+
+def test_a_cancelled_add_model_dialog_keeps_the_model_picked_before(tab, tmp_path, monkeypatch):
+    widget, bridge = tab
+    from PySide6.QtWidgets import QInputDialog
+
+    mine = str(tmp_path / "mine.gguf")
+    widget._refresh_models(widget.state.add_model(mine))
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("", False))
+    widget.model_picker.setCurrentIndex(widget.model_picker.findData(ADD_MODEL))
+    widget.model_picker.activated.emit(widget.model_picker.findData(ADD_MODEL))
+    assert widget.model_picker.currentData() == mine
+    widget.input.setPlainText("hello")
+    widget.send()
+    assert bridge.last_request().model == mine
 
 
 def test_conversations_list_new_rename_search_delete(tab, qtbot):

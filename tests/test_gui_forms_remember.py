@@ -27,8 +27,7 @@ def open_window(qtbot) -> tuple[MainWindow, FakeBridge]:
 
 def fill_every_form(window: MainWindow, custom_model: str) -> None:
     chat = window.chat_tab
-    chat.state.add_model(custom_model)  # what "Add model ..." does
-    chat._refresh_models()
+    chat._refresh_models(chat.state.add_model(custom_model))  # what "Add model ..." does
     chat.quant_picker.setCurrentIndex(chat.quant_picker.findData("int8"))
     chat.system_prompt.setPlainText("Answer like a pirate.")
     chat.temperature.setValue(0.3)
@@ -88,8 +87,11 @@ def test_every_form_is_restored_after_closing_and_reopening(qtbot, tmp_path):
     )
     assert (chat.temperature.value(), chat.top_p.value(), chat.top_k.value()) == (0.3, 0.8, 12)
     assert (chat.max_tokens.value(), chat.repetition_penalty.value()) == (99, 1.2)
-    # The state behind the form has the restored values too: they are what the next answer uses.
-    request = chat.state.request()
+    # The restored values are what the next answer is asked with.
+    chat.input.setPlainText("Ahoy?")
+    chat.send()
+    request = bridge.last_request()
+    assert request.messages[0].content == "Answer like a pirate."
     assert (request.model, request.quant, request.temperature, request.max_new_tokens) == (
         custom_model,
         "int8",

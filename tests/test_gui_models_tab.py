@@ -124,9 +124,11 @@ def hub(tmp_path, monkeypatch):
 
 def test_a_download_is_a_job_in_the_jobs_panel_and_a_row_when_done(qtbot, tab, hub):
     jobs = JobsState(tab.state.downloads.bridge)
-    job_id = tab.start_download(REPO)
-    qtbot.waitUntil(lambda: tab.state.downloads.jobs[job_id].state == "finished", timeout=30_000)
-    entry = jobs.job(job_id)
+    job = tab.start_download(REPO)
+    qtbot.waitUntil(lambda: job.state is JobState.finished, timeout=30_000)
+    entry = jobs.job(job.job_id)
+    assert entry is job, "the Jobs panel lists the tab's own Job"
+    assert tab.status.text().startswith("Downloaded ") and "tiny-Q8_0.gguf" in tab.status.text()
     assert (entry.kind, entry.state, entry.description) == ("download", JobState.finished, f"download {REPO}")
     assert entry.step == 100 and entry.total == 100
     assert {k: v for k, v in column(tab, "Source").items() if v != "built-in"} == {
@@ -141,11 +143,11 @@ def test_a_download_is_a_job_in_the_jobs_panel_and_a_row_when_done(qtbot, tab, h
 def test_the_jobs_panels_cancel_stops_a_download(qtbot, tab, hub):
     hub.stall_after["tiny-Q8_0.gguf"] = 64
     jobs = JobsState(tab.state.downloads.bridge)
-    job_id = tab.start_download(REPO)
+    job = tab.start_download(REPO)
     qtbot.waitUntil(hub.stalled.is_set, timeout=30_000)
     assert tab.download_box.isVisibleTo(tab)
-    jobs.cancel(job_id)  # what its row's Cancel button does, while the server sends nothing
-    qtbot.waitUntil(lambda: jobs.job(job_id).state is JobState.cancelled, timeout=10_000)
+    jobs.cancel(job.job_id)  # what its row's Cancel button does, while the server sends nothing
+    qtbot.waitUntil(lambda: jobs.job(job.job_id).state is JobState.cancelled, timeout=10_000)
     assert "resumes where it stopped" in tab.status.text()
     assert not tab.download_box.isVisibleTo(tab) and linked(tab) == 0
 
@@ -157,16 +159,16 @@ def test_offline_the_tab_says_so_and_keeps_what_is_on_disk(qtbot, tab, hub, home
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    job_id = tab.start_download(REPO)
-    qtbot.waitUntil(lambda: tab.state.downloads.jobs[job_id].state == "failed", timeout=30_000)
+    job = tab.start_download(REPO)
+    qtbot.waitUntil(lambda: job.state is JobState.failed, timeout=30_000)
     assert tab.offline_notice.isVisibleTo(tab)
     assert "can't reach the hub: offline? everything on disk still works" in tab.offline_notice.text().lower()
     assert tab.table.rowCount() == rows
 
 
 def test_deleting_a_download_asks_naming_the_size_and_frees_it(qtbot, tab, hub, monkeypatch):
-    job_id = tab.start_download(REPO)
-    qtbot.waitUntil(lambda: tab.state.downloads.jobs[job_id].state == "finished", timeout=30_000)
+    job = tab.start_download(REPO)
+    qtbot.waitUntil(lambda: job.state is JobState.finished, timeout=30_000)
     model = first_linked(tab)
     blob = Path(model.path).resolve()
     frees = format_bytes(tab.state.freed_by_delete(model))
@@ -232,7 +234,7 @@ def test_the_pickers_list_the_registrys_models_with_verdicts_and_use_sets_them(q
     tab.use_selected()
     chat = window.findChild(ChatTab)
     assert window.tabs.currentWidget() is chat
-    assert chat.state.settings.model == ollama.path and "blobs/sha256-" in ollama.path
+    assert chat.form_request().model == ollama.path and "blobs/sha256-" in ollama.path
     assert chat.model_picker.currentText() == "llama3.2:latest · fits"
     music_tab = window.findChild(MusicTab)
     music = music_tab.model_picker
@@ -315,7 +317,7 @@ def test_a_model_picked_in_the_models_tab_runs_in_its_tab_without_copying(qtbot,
         tab.select(ollama.id)
         tab.use_selected()
         chat = window.tabs.currentWidget()
-        chat.state.send("Which city is the capital of France?")
+        chat.state.send("Which city is the capital of France?", chat.form_request())
         qtbot.waitUntil(lambda: len(outcomes) >= 2, timeout=240_000)
         assert type(outcomes[-1]).__name__ == "Finished", outcomes[-1]
         request = next(r.request for r in supervisor.store.history(10) if isinstance(r.request, ChatRequest))

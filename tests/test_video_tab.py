@@ -13,7 +13,7 @@ from app.fake_bridge import FakeBridge
 from app.video_state import VideoState, format_eta
 from app.video_tab import VideoTab
 from workers.errors import ErrorKind
-from workers.protocol import Cancelled, Failed, Finished, Output, Progress
+from workers.protocol import Cancelled, Failed, Finished, Output, Progress, VideoRequest
 from workers.video.export import export_video, read_frames, read_metadata
 
 
@@ -76,8 +76,7 @@ def test_bad_settings_show_the_reason_and_submit_nothing(tab):
 def test_progress_shows_steps_eta_and_each_preview(qtbot):
     bridge, now = FakeBridge(), [100.0]
     state = VideoState(bridge, clock=lambda: now[0])
-    state.update_settings(prompt="a cat", steps=4)
-    assert state.generate()
+    assert state.generate(VideoRequest(prompt="a cat", steps=4))
     seen = []
     state.progress_changed.connect(lambda *args: seen.append(args))
     previews = []
