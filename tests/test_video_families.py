@@ -1,7 +1,8 @@
 """Every video family Hearth runs, on tiny random-weight models saved with ``save_pretrained`` and
 loaded back through the real loader: the Feature Slicer + Operator Grouping leaves each family's
-denoised latents unchanged (1e-4), and ``hearth run video`` writes an MP4 of the asked length
-for AnimateDiff-SDXL, Wan 2.2 (text- and image-to-video) and LTX-Video."""
+denoised latents unchanged (1e-4), and a video worker writes an MP4 of the asked length for
+AnimateDiff-SDXL, Wan 2.2 (text- and image-to-video, the latter through ``hearth run video``)
+and LTX-Video."""
 
 from __future__ import annotations
 
@@ -132,45 +133,92 @@ def _hearth(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.fixture(scope="module")
+def video_worker(isolated_hearth_env):
+    """One video worker for the module: each family's render is a job, not a process start."""
+    from tests.supervisor_helpers import running_supervisor
+    from workers.protocol import WorkerKind
+
+    with running_supervisor(WorkerKind.video) as running:
+        yield running
+
+
+def _render(video_worker, **fields):
+    from workers.protocol import VideoRequest
+
+    supervisor, recorder = video_worker
+    return recorder.job(supervisor.submit(VideoRequest(prompt="a cat", steps=2, **fields)), timeout=300)
+
+
 @pytest.mark.parametrize(
-    "name, extra",
+    "name, options",
     [
-        ("animatediff-sdxl", ["--memory-mode", "slices:2", "--step-rehash"]),
-        ("wan2.2", ["--memory-mode", "slices:3"]),
-        ("wan2.2-i2v", ["--image", "IMAGE"]),
-        ("ltx", ["--memory-mode", "slices:2", "--step-rehash"]),
+        ("animatediff-sdxl", {"memory_mode": "slices:2", "step_rehash": True}),
+        ("wan2.2", {"memory_mode": "slices:3"}),
+        ("ltx", {"memory_mode": "slices:2", "step_rehash": True}),
     ],
 )
-def test_hearth_run_video_writes_an_mp4_for_each_family(saved, tmp_path, name, extra):
+def test_each_family_renders_an_mp4_of_the_asked_length_with_its_parameters(
+    saved, video_worker, tmp_path, name, options
+):
+    from workers.protocol import Finished, Output
     from workers.video.export import read_frames, read_metadata
 
     _, _, frames, side, label = FAMILIES[name]
+    out = tmp_path / f"{name}.mp4"
+    events = _render(
+        video_worker,
+        model=str(saved(name)),
+        frames=frames,
+        width=side,
+        height=side,
+        out_path=str(out),
+        **options,
+    )
+    assert isinstance(events[-1], Finished), events[-1]
+    assert [e.path for e in events if isinstance(e, Output)] == [str(out)]
+    clip, _fps = read_frames(out)
+    assert len(clip) == frames and clip[0].shape[:2] == (side, side)
+    meta = read_metadata(out)
+    assert meta["family"] == label and meta["model"] == str(saved(name))
+
+
+def test_hearth_run_video_animates_the_first_frame_given_with_image(saved, tmp_path):
+    from workers.video.export import read_frames, read_metadata
+
+    _, _, frames, side, label = FAMILIES["wan2.2-i2v"]
     image = tmp_path / "first.png"
     _image(side).save(image)
-    out = tmp_path / f"{name}.mp4"
-    args = ["--prompt", "a cat", "--model", str(saved(name)), "--frames", str(frames), "--steps", "2"]
-    args += ["--width", str(side), "--height", str(side), "--out", str(out)]
-    proc = _hearth(*args, *[str(image) if a == "IMAGE" else a for a in extra])
+    out = tmp_path / "i2v.mp4"
+    args = ["--prompt", "a cat", "--model", str(saved("wan2.2-i2v")), "--frames", str(frames), "--steps", "2"]
+    args += ["--width", str(side), "--height", str(side), "--image", str(image), "--out", str(out)]
+    proc = _hearth(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     clip, _fps = read_frames(out)
     assert len(clip) == frames and clip[0].shape[:2] == (side, side)
     meta = read_metadata(out)
-    assert meta["family"] == label and meta["model"] == str(saved(name))
-    if "IMAGE" in extra:
-        assert meta["image"] == str(image)
+    assert meta["family"] == label and meta["image"] == str(image)
 
 
-def test_an_image_to_video_model_without_an_image_and_a_text_model_with_one_are_refused(saved, tmp_path):
+def test_an_image_to_video_model_without_an_image_and_a_text_model_with_one_are_refused(
+    saved, video_worker, tmp_path
+):
+    from workers.errors import ErrorKind
+    from workers.protocol import Failed
+
     image = tmp_path / "first.png"
     _image(16).save(image)
-    common = ["--prompt", "a cat", "--frames", "5", "--steps", "1", "--width", "16", "--height", "16"]
-    no_image = _hearth(*common, "--model", str(saved("wan2.2-i2v")), "--out", str(tmp_path / "a.mp4"))
-    assert no_image.returncode == 2 and "image-to-video model: give the first frame" in no_image.stderr
-    with_image = _hearth(
-        *common, "--model", str(saved("wan2.2")), "--image", str(image), "--out", str(tmp_path / "b.mp4")
+    common = {"frames": 5, "width": 16, "height": 16}
+    [*_, no_image] = _render(
+        video_worker, model=str(saved("wan2.2-i2v")), out_path=str(tmp_path / "a.mp4"), **common
     )
-    assert with_image.returncode == 2 and "takes no image" in with_image.stderr
+    assert isinstance(no_image, Failed) and no_image.kind is ErrorKind.bad_input
+    assert "image-to-video model: give the first frame" in no_image.message
+    [*_, with_image] = _render(
+        video_worker, model=str(saved("wan2.2")), image=str(image), out_path=str(tmp_path / "b.mp4"), **common
+    )
+    assert isinstance(with_image, Failed) and "takes no image" in with_image.message
     assert not list(tmp_path.glob("*.mp4"))
 
 

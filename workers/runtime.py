@@ -66,6 +66,23 @@ def worker_main(kind: str, conn: Any) -> None:
     prepare_worker_process(kind)
     runtime = WorkerRuntime(WorkerKind(kind), conn)
     runtime.serve()
+    _exit_without_teardown()
+
+
+def _exit_without_teardown() -> None:
+    """End a worker whose jobs have ended and whose leases are released, skipping the
+    interpreter's teardown of torch, diffusers and transformers: over a second per worker that
+    the window closing or ``hearth run`` ending would wait for, with nothing left to clean up.
+    What multiprocessing does at a child's normal exit still runs: its finalizers unlink the
+    semaphores made here (tqdm's lock), else the resource tracker reports them leaked."""
+    from multiprocessing import util
+
+    util._exit_function()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    os._exit(0)
 
 
 def _leave_signals_to_the_supervisor() -> None:
