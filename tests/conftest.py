@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -26,6 +27,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # made two copies of the supervisor and video tests take 31 s instead of 192 s on 2 CPUs.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Hundreds of processes (CLI runs, workers) start in a run: let them keep the compiled modules
+# rather than compile Hearth's own sources again in each (a machine may set this globally).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 pytest_plugins = ["tests.hygiene"]
 
