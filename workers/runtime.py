@@ -77,7 +77,7 @@ def _exit_without_teardown() -> None:
     semaphores made here (tqdm's lock), else the resource tracker reports them leaked."""
     from multiprocessing import util
 
-    util._exit_function()
+    util._exit_function()  # type: ignore[attr-defined]
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):

@@ -166,6 +166,28 @@ CONNECT_ATTEMPTS = 10
 """GCS connect attempts when joining a cluster (about a second each, longer when refused)."""
 
 
+TOKEN_REFUSED = "it refused this machine's token (give the head's with --token-file or RAY_AUTH_TOKEN)"
+PROBE_TIMEOUT_MS = 2000
+
+
+def _refuse_early_if_the_head_refuses_our_token(address: str | None) -> None:
+    """Ask the head once, directly, before ``ray.init``: a head that refuses our token says so in
+    half a second, where ``ray.init`` retries a refusal as it retries an unreachable head (over
+    four minutes on a busy machine). Ray has no public call for this, so it is the GCS client
+    ``ray.init`` itself starts with; anything but a refusal is left to ``ray.init``'s attempts."""
+    if not address or "://" in address:
+        return
+    from ray._raylet import InnerGcsClient  # type: ignore[attr-defined]
+    from ray.exceptions import AuthenticationError
+
+    try:
+        InnerGcsClient.standalone(address, None, PROBE_TIMEOUT_MS)
+    except AuthenticationError:
+        raise ClusterError(f"cannot reach the Hearth cluster at {address}: {TOKEN_REFUSED}") from None
+    except Exception:  # noqa: BLE001, S110 - unreachable or still starting: ray.init decides
+        pass
+
+
 def connect(address: str | None, token_file: Path | None = None):
     """A ``RayTransport`` connected to the cluster at ``address``, with the cluster's token.
 
@@ -179,13 +201,14 @@ def connect(address: str | None, token_file: Path | None = None):
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(CONNECT_ATTEMPTS))
     from workers.cluster.supervisor import RayTransport
 
+    _refuse_early_if_the_head_refuses_our_token(address)
     transport = RayTransport(address)
     try:
         transport.connect()
     except (ConnectionError, RuntimeError) as exc:
         text = str(exc.__cause__ or exc)
         if "InvalidAuthToken" in text:
-            why = "it refused this machine's token (give the head's with --token-file or RAY_AUTH_TOKEN)"
+            why = TOKEN_REFUSED
         else:
             why = text.strip().splitlines()[-1][:300]
         raise ClusterError(f"cannot reach the Hearth cluster at {address or 'this machine'}: {why}") from None
