@@ -8,7 +8,7 @@ descriptors of the GUI process and of each worker. At the end the window must st
 every job must have ended as expected, no Qt warning may name a leaked object, and after the
 warm-up (model loads, first allocations) memory and descriptors must stay flat.
 
-``make soak`` runs it for 30 minutes; ``tests/test_soak.py`` runs two minutes of it in
+``make soak`` runs it for 30 minutes; ``tests/test_soak.py`` runs a minute of it in
 ``make test``. ``python -m tests.soak --minutes 30 --json out.json`` prints the report.
 """
 
