@@ -5,9 +5,9 @@ network and the disk, and a worker kind would be one more process spawned at eve
 supervisor starts one per kind) for a job a user runs now and then. So it runs on a thread of
 the window's process, through the torch-free ``models.download``, and speaks the jobs' own
 events (``Queued``, ``Started``, ``Progress``, ``Output``, ``Finished``/``Cancelled``/``Failed``)
-on the bridge, so it is a ``Job`` like any other: the Jobs panel shows and cancels it. A download cancelled or cut
-off keeps its partial files; starting it again (in the window or ``hearth models download``)
-resumes where it stopped.
+on the bridge, so it is a ``Job`` like any other: the Jobs panel shows and cancels it. A download
+cancelled or cut off keeps its partial files; starting it again (in the window or ``hearth
+models download``) resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -104,9 +104,6 @@ class DownloadJobs(QObject):
         download = self._downloads.get(job_id)
         if download is not None:
             download.cancel.set()
-
-    def running(self) -> int:
-        return len(self._downloads)
 
     def wait(self, timeout: float = 10.0) -> None:
         """Cancel what still runs and wait for its thread (the window closing)."""
