@@ -168,7 +168,7 @@ CONNECT_ATTEMPTS = 10
 
 TOKEN_REFUSED = "it refused this machine's token (give the head's with --token-file or RAY_AUTH_TOKEN)"
 PROBE_TIMEOUT_MS = 10_000
-"""A busy head (two test suites on two cores) took over 2 s to answer; an idle one answers in 0.5 s."""
+"""An idle head answers in 0.5 s; one busy with two test suites on two cores may take seconds."""
 
 
 def _refuse_early_if_the_head_refuses_our_token(address: str | None) -> None:
