@@ -144,3 +144,20 @@ def clients(sock):
     for client in made:
         client.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("arbiter-client")]
+
+
+# -- `make test` runs on two pytest-xdist processes: a module stays in one (its module-scoped
+#    workers and models are built once), and the Ray cluster tests share one, so that two Ray
+#    clusters never start at once on a small machine.
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which a plain `pytest` may lack
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModuleClusterTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray cluster tests" if "/test_cluster_" in module else module
+
+    return ByModuleClusterTestsTogether(config, log)

@@ -31,6 +31,9 @@ OUR_PACKAGES = ("app", "workers", "models", "tests")
 SESSION_HELPERS = (
     # multiprocessing's resource tracker: started once, by the first spawned worker, for the session.
     "from multiprocessing.resource_tracker import main",
+    # The forkserver the workers are forked from (workers/launch.py): started once, by the first
+    # worker, for the session. Only our own child: the workers it forks share its command line.
+    "from multiprocessing.forkserver import main",
 )
 
 _SUPERVISORS: weakref.WeakSet[Supervisor] = weakref.WeakSet()
@@ -147,7 +150,7 @@ def _exempt(proc: psutil.Process, owned: set[int], test_root: str) -> bool:
             # Arbiters are detached by design and exit on their own when idle; conftest kills the
             # ones that a test's (or a module's) folders started. One elsewhere is a real leak.
             return proc.environ().get("HEARTH_RUNTIME_DIR", "").startswith(test_root)
-        if any(helper in cmdline for helper in SESSION_HELPERS):
+        if any(helper in cmdline for helper in SESSION_HELPERS) and proc.ppid() == os.getpid():
             return True
         return proc.pid in owned or any(parent.pid in owned for parent in proc.parents())
     except psutil.Error:

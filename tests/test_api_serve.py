@@ -13,7 +13,7 @@ import psutil
 import pytest
 import soundfile
 
-from tests.cli_process import ROOT, HearthProcess
+from tests.cli_process import ROOT, HearthProcess, assert_all_gone
 
 pytestmark = pytest.mark.timeout(600)
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -79,7 +79,7 @@ def test_readme_snippets_run_against_hearth_serve_and_ctrl_c_stops_it_cleanly(se
     serve.signal(signal.SIGINT)
     assert serve.finish() == 0
     assert "Traceback" not in serve.stderr
-    assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert_all_gone(workers)  # the forkserver and its workers end with it
 
 
 def test_serve_on_a_port_in_use_says_so(tmp_path):

@@ -95,8 +95,17 @@ def assert_nothing_half_written(folder: Path, err: str) -> None:
 
 def worker_children(cli: HearthProcess):
     children = cli.descendants()
-    assert any("spawn_main" in " ".join(p.cmdline()) for p in children), "no worker process yet"
+    assert any(is_worker(p) for p in children), "no worker process yet"
     return children
+
+
+def is_worker(proc) -> bool:
+    """Spawned, or forked by the forkserver (which shares its command line with its workers)."""
+    forkserver = "multiprocessing.forkserver import main"
+    cmdline = " ".join(proc.cmdline())
+    return "spawn_main" in cmdline or (
+        forkserver in cmdline and forkserver in " ".join(proc.parent().cmdline())
+    )
 
 
 @pytest.mark.parametrize("phase", ["load", "job"])

@@ -1,6 +1,7 @@
 """The worker process: one job at a time, models kept warm, every step cancellable.
 
-The supervisor starts ``worker_main`` with the spawn start method. A reader thread turns
+The supervisor starts ``worker_main`` forked from a warm forkserver or spawned
+(``workers.launch``). A reader thread turns
 incoming bytes into commands (a ``Cancel`` sets the running job's token at once); the main
 thread runs jobs. Errors are caught once, here at the job boundary, and become ``Failed``.
 """
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from workers.codec import MalformedMessage, decode, encode
 from workers.context import CancelToken, HeldLease, JobContext, MemoryTier
 from workers.errors import ErrorKind, HearthError, JobCancelled
+from workers.launch import GROUP_SIGNALS, apply_worker_environment
 from workers.logs import setup_logging
 from workers.protocol import Cancel, Cancelled, Failed, Finished, Hello, Shutdown, Started, Submit, WorkerKind
 
@@ -44,25 +46,22 @@ TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 log = logging.getLogger(__name__)
 
 
-WORKER_ENVIRONMENT = {
-    # Progress reaches the user as events; library progress bars would only clutter the log.
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-}
-"""Set in a worker before its libraries load; a value the user set wins."""
-
-
 def prepare_worker_process(kind: str) -> None:
     """What every host of the worker runtime (a process here, a Ray actor) does first."""
     setup_logging(f"worker-{kind}")
-    for name, value in WORKER_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    apply_worker_environment()
 
 
-def worker_main(kind: str, conn: Any) -> None:
-    """Entry point of a worker process (must live in an importable module for spawn)."""
+def worker_main(kind: str, conn: Any, environment: dict[str, str] | None = None) -> None:
+    """Entry point of a worker process (must live in an importable module for spawn).
+
+    ``environment`` is the supervisor's, as it was when it started this worker: a worker forked
+    from the forkserver would otherwise keep the one the forkserver started with."""
     _leave_signals_to_the_supervisor()  # first: before the heavy imports a Ctrl-C could interrupt
     _die_with_parent()
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     prepare_worker_process(kind)
     runtime = WorkerRuntime(WorkerKind(kind), conn)
     runtime.serve()
@@ -88,8 +87,10 @@ def _exit_without_teardown() -> None:
 def _leave_signals_to_the_supervisor() -> None:
     for signum in TERMINAL_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINAL_SIGNALS)  # one sent during the spawn is dropped
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Blocked across the start (by the supervisor, or inherited from the forkserver): a terminal
+    # signal sent meanwhile is dropped, a SIGTERM is answered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

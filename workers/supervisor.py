@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
+import os
 import signal
 import threading
 import time
@@ -18,11 +18,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from workers.codec import MalformedMessage, decode, encode
 from workers.errors import BadInput, ErrorKind
 from workers.jobstore import JobStore
+from workers.launch import worker_context
 from workers.paths import database_path
 from workers.protocol import (
     Cancel,
@@ -60,7 +62,7 @@ TERMINATED_EXIT_CODES = (-signal.SIGTERM, TERMINATED_EXIT_CODE)
 @dataclass
 class WorkerHandle:
     kind: WorkerKind
-    process: mp.process.BaseProcess | None = None
+    process: BaseProcess | None = None
     conn: Connection | None = None
     status: WorkerStatus = WorkerStatus.stopped
     current: Submit | None = None
@@ -101,7 +103,6 @@ class Supervisor:
         self._lock = threading.RLock()
         self._stopping = False
         self._monitor: threading.Thread | None = None
-        self._mp = mp.get_context("spawn")
 
     # -- public API -----------------------------------------------------------------------
 
@@ -238,15 +239,16 @@ class Supervisor:
     def _spawn(self, handle: WorkerHandle) -> None:
         from workers.runtime import worker_main
 
-        parent, child = self._mp.Pipe(duplex=True)
-        process = self._mp.Process(
+        context = worker_context(self._kinds)
+        parent, child = context.Pipe(duplex=True)
+        process = context.Process(
             target=worker_main,
-            args=(handle.kind.value, child),
+            args=(handle.kind.value, child, dict(os.environ)),
             name=f"hearth-{handle.kind.value}-worker",
             daemon=True,
         )
-        # Inherited by the child until it ignores them: a Ctrl-C meant for the CLI or the window
-        # must not interrupt the worker's start-up imports.
+        # Inherited by the child (and by the forkserver, started by the first start) until it
+        # ignores them: a Ctrl-C meant for the CLI or the window must not interrupt the imports.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
         try:
             process.start()

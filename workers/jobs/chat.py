@@ -33,11 +33,13 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<
 
 def warm_up() -> None:
     """Pay the llama.cpp and transformers imports (about 3 s) before the worker says Hello."""
-    import torch  # noqa: F401
-    from transformers import AutoModelForCausalLM  # noqa: F401
     from transformers.utils import logging
 
     from workers import chat_llama
+    from workers.launch import import_libraries
+    from workers.protocol import WorkerKind
+
+    import_libraries(WorkerKind.chat)
 
     logging.disable_progress_bar()
     with contextlib.suppress(MissingModel):  # no llama.cpp: GGUF jobs say so, the rest still run

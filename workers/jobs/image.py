@@ -16,10 +16,13 @@ def warm_up() -> None:
     """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello, and clear the
     temp files that saves killed mid-write left in Hearth's folders."""
     import diffusers
-    import torch  # noqa: F401
 
+    from workers.launch import import_libraries
     from workers.leftovers import sweep_at_worker_start
+    from workers.protocol import WorkerKind
     from workers.safe_images import limit_pil
+
+    import_libraries(WorkerKind.image)
 
     diffusers.utils.logging.disable_progress_bar()
     limit_pil()  # photos and masks come from anywhere: no decode past Hearth's pixel limit

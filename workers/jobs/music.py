@@ -43,9 +43,12 @@ ACTIVATION_BYTES_PER_WINDOW_SECOND = 2 * 1024 * 1024  # KV cache + codec decode,
 
 def warm_up() -> None:
     """Pay the transformers import (about 3 s) before the worker says Hello."""
-    import torch  # noqa: F401
-    from transformers import MusicgenForConditionalGeneration  # noqa: F401
     from transformers.utils import logging
+
+    from workers.launch import import_libraries
+    from workers.protocol import WorkerKind
+
+    import_libraries(WorkerKind.music)
 
     logging.disable_progress_bar()
 

@@ -35,9 +35,12 @@ def warm_up() -> None:
     """Pay diffusers' import cost (7-10 s on a small machine) before saying Hello, and clear what
     a killed worker left (temp files, checkpoints of renders nobody will finish)."""
     import diffusers
-    import torch  # noqa: F401
 
+    from workers.launch import import_libraries
     from workers.leftovers import sweep_at_worker_start
+    from workers.protocol import WorkerKind
+
+    import_libraries(WorkerKind.video)
 
     diffusers.utils.logging.disable_progress_bar()
     sweep_at_worker_start()
