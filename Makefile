@@ -8,6 +8,9 @@ TORCH   ?= torch==2.13.0
 # Every other package at the version CI tested (see requirements.lock and `make update-deps`).
 LOCK    ?= requirements.lock
 SOAK_MINUTES ?= 30
+# pytest processes for `make test`: two keep a two-core machine busy while one waits on a worker;
+# each holds its own workers (about 1-2 GiB), so more cores do not mean more of them by default.
+TEST_PROCESSES ?= 2
 
 .PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop \
 	soak update-deps check-system test-fast fuzz setup-cluster
@@ -47,11 +50,11 @@ test: $(STAMP) check-system
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n $(TEST_PROCESSES)
 
 # The inner loop: everything but the soak run and other tests marked slow.
 test-fast: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n $(TEST_PROCESSES) -m "not slow"
 
 # The fuzz suite with a large budget (make test runs it with a small one).
 fuzz: $(STAMP)

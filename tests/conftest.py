@@ -147,17 +147,36 @@ def clients(sock):
 
 
 # -- `make test` runs on two pytest-xdist processes: a module stays in one (its module-scoped
-#    workers and models are built once), and the Ray cluster tests share one, so that two Ray
-#    clusters never start at once on a small machine.
+#    workers and models are built once), except the modules whose tests share nothing; the Ray
+#    cluster tests share one, so that two Ray clusters never start at once on a small machine; and
+#    the longest units start first, so that none of them ends the run alone.
+
+CLUSTER_TESTS = "tests/test_cluster_"
+SHARING_NOTHING = ("tests/test_cli_signals.py",)  # each test is its own `hearth run`
+LONGEST_FIRST = (
+    CLUSTER_TESTS,
+    "tests/test_cli_signals.py",
+    "tests/test_soak.py",
+    "tests/test_chat_requant.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(
+        key=lambda item: not item.nodeid.startswith(LONGEST_FIRST)
+    )  # stable: the rest keep their order
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which a plain `pytest` may lack
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
-    class ByModuleClusterTestsTogether(LoadScopeScheduling):
+    class LongestFirstByModule(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return "ray cluster tests" if "/test_cluster_" in module else module
+            if module.startswith(CLUSTER_TESTS):
+                return "ray cluster tests"
+            return nodeid if module in SHARING_NOTHING else module
 
-    return ByModuleClusterTestsTogether(config, log)
+    config.option.loadscopereorder = False  # the collection's order (longest first) is the order of work
+    return LongestFirstByModule(config, log)

@@ -19,12 +19,13 @@ checks it), and llama.cpp, whose CUDA build loads the CUDA runtime, is left to t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from multiprocessing import resource_tracker
 from multiprocessing.context import ForkServerContext, SpawnContext
 
@@ -78,10 +79,11 @@ def worker_context(kinds: Iterable[WorkerKind]) -> ForkServerContext | SpawnCont
     """The multiprocessing context for the next worker; the first call that picks the forkserver
     fixes what it preloads (the libraries of ``kinds``) and the environment it keeps."""
     global _forkserver_environment
-    # Started by the first worker's start either way, multiprocessing's resource tracker unblocks
-    # SIGINT and SIGTERM in the calling thread as it does: start it before they are blocked.
     if os.name == "posix":
-        resource_tracker.ensure_running()
+        # Started by the first worker either way, and as long-lived as the forkserver; it
+        # unblocks SIGINT and SIGTERM in the calling thread as it starts, hence the restore.
+        with _group_signals_blocked():
+            resource_tracker.ensure_running()
     spawn = mp.get_context("spawn")
     if os.environ.get(START_METHOD_VARIABLE) == "spawn" or "forkserver" not in mp.get_all_start_methods():
         return spawn
@@ -108,13 +110,21 @@ def worker_context(kinds: Iterable[WorkerKind]) -> ForkServerContext | SpawnCont
 
 def _ensure_forkserver() -> None:
     """Start the forkserver (or restart a dead one) with the signals a terminal sends the whole
-    process group blocked: it must outlive a Ctrl-C, a hang-up or a SIGTERM that the supervisor
-    answers by cancelling, so the workers it forked can unwind. It exits when its parent does."""
+    process group blocked: like the resource tracker, it must outlive a Ctrl-C, a hang-up or a
+    SIGTERM that the supervisor answers by cancelling, so the workers it forked can unwind. Both
+    exit when their parent does."""
     from multiprocessing import forkserver
 
+    with _group_signals_blocked():
+        forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _group_signals_blocked() -> Iterator[None]:
+    """Blocked in this thread, so in the processes it starts; afterwards as they were before."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
     try:
-        forkserver.ensure_running()
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
