@@ -15,9 +15,11 @@ import pytest
 
 from tests.arbiter_helpers import REVOKE_DEADLINE_S
 from tests.arbiter_helpers import wait_for as _wait_for
+from workers import launch
 from workers.arbiter import client as client_module
 from workers.arbiter.address import arbiter_running, running_pid
 from workers.arbiter.client import ArbiterClient
+from workers.protocol import WorkerKind
 
 if not os.environ.get("QT_QPA_PLATFORM"):  # an empty value crashes pytest-qt (docs/FIELD-NOTES.md §6)
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -57,6 +59,13 @@ def shared_models_dir(tmp_path_factory):
     os.environ["HEARTH_MODELS_DIR"] = str(path)
     yield path
     _kill_arbiters_under(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def forkserver_with_every_kind(shared_models_dir):
+    """The forkserver preloads what the first supervisor's kinds need: here every kind, so that
+    workers fork warm whichever test starts the first supervisor."""
+    launch.worker_context(tuple(WorkerKind))
 
 
 @pytest.fixture(autouse=True)
