@@ -105,8 +105,10 @@ def run_cluster(args: argparse.Namespace) -> int:
             case "status":
                 print(control.status_report(args.address, args.token_file))
             case "stop":
-                control.stop()
-                print("stopped this machine's cluster processes")
+                if control.stop():
+                    print("stopped this machine's cluster processes")
+                else:
+                    print("no cluster processes of this Hearth run here (Ray started otherwise: `ray stop`)")
     except control.ClusterError as exc:
         print(f"hearth: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

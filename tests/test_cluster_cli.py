@@ -139,11 +139,15 @@ def test_a_second_machine_joins_with_its_own_device_and_arbiter(head, isolated_h
         HEARTH_ARBITER_DEVICE="sim:4GiB",
     )
     joined = hearth("cluster", "join", address, "--cpus", "1", "--token-file", str(token), env=second)
-    assert joined.returncode == 0, joined.stderr
-    status = hearth("cluster", "status", "--address", address, env=env)
-    assert status.returncode == 0, status.stderr
-    assert status.stdout.count("(alive)") == 2
-    assert "simulated 2.0 GiB" in status.stdout and "simulated 4.0 GiB" in status.stdout
+    try:
+        assert joined.returncode == 0, joined.stderr
+        status = hearth("cluster", "status", "--address", address, env=env)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.count("(alive)") == 2
+        assert "simulated 2.0 GiB" in status.stdout and "simulated 4.0 GiB" in status.stdout
+    finally:  # on that machine: its own node, not the head
+        stopped = hearth("cluster", "stop", env=second)
+    assert stopped.returncode == 0 and "stopped this machine's cluster processes" in stopped.stdout
 
 
 def test_a_machine_without_the_clusters_token_is_refused(head, tmp_path):
@@ -182,3 +186,27 @@ def test_nothing_but_a_cluster_command_loads_ray(isolated_hearth_env):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_cluster_stop_ends_only_the_ray_processes_this_hearth_started(tmp_path):
+    """Someone's own Ray work, or another Hearth's cluster, on the same machine keeps running."""
+    from workers.cluster import control
+    from workers.paths import config_dir
+
+    def fake_ray_worker(owner: str) -> subprocess.Popen:
+        env = dict(os.environ, **{control.OWNER_VARIABLE: owner})
+        code = "import sys; sys.stdin.read()"  # until stdin closes or a signal ends it
+        return subprocess.Popen(
+            [sys.executable, "-c", code, "ray::WorkerActor"], env=env, stdin=subprocess.PIPE
+        )
+
+    ours = fake_ray_worker(str(config_dir().resolve()))
+    theirs = fake_ray_worker(str(tmp_path / "another-hearth"))
+    try:
+        assert control.stop() == 1  # which waits for it to end
+        assert ours.poll() is not None and theirs.poll() is None
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
+            proc.stdin.close()

@@ -7,6 +7,8 @@
 - Health checks every 0.5 s, 4 misses: a node that dies is noticed in about two seconds (Ray's
   defaults take over fifteen), so its job fails ``node_lost`` promptly.
 - No dashboard, no usage statistics.
+- ``stop`` ends the Ray processes this Hearth started (they carry its config folder in their
+  environment), not every Ray process of the user as ``ray stop`` does.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def start_head(
             f"--system-config={json.dumps(HEALTH_CHECKS)}",
             *_resources(cpus, gpus),
         ],
-        env,
+        {**env, **_owner_environment()},
     )
     address = f"{host}:{port}"
     if auth:
@@ -135,7 +137,7 @@ def join(
     """Make this machine a node of the cluster at ``address``: its GPUs, under its own arbiter."""
     _ray(
         ["start", f"--address={address}", "--disable-usage-stats", *_resources(cpus, gpus)],
-        auth_environment(token_file),
+        {**auth_environment(token_file), **_owner_environment()},
     )
     start_agent_here(address, token_file)
 
@@ -157,10 +159,50 @@ def start_agent_here(address: str, token_file: Path | None = None) -> list[str]:
         transport.disconnect()
 
 
-def stop() -> None:
-    """Stop the Ray processes of this user on this machine (the head, or this machine's node)."""
-    _ray(["stop"], {})
+def stop() -> int:
+    """Stop the Ray processes that this Hearth started on this machine (the head, or this
+    machine's node, with their workers); returns how many. Any other Ray here is left alone,
+    where ``ray stop`` would end every Ray process of this user: someone's own Ray work, or
+    another Hearth's cluster."""
+    import psutil
 
+    ours = [proc for proc in psutil.process_iter() if _started_by_this_hearth(proc)]
+    for proc in ours:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=STOP_GRACE_S)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+    return len(ours)
+
+
+def _owner_environment() -> dict[str, str]:
+    """Inherited by every process of a Ray node that ``start_head`` or ``join`` starts."""
+    return {OWNER_VARIABLE: str(config_dir().resolve())}
+
+
+def _started_by_this_hearth(proc) -> bool:
+    import psutil
+
+    try:
+        if proc.pid == os.getpid() or proc.uids().real != os.getuid():
+            return False
+        if proc.environ().get(OWNER_VARIABLE) != _owner_environment()[OWNER_VARIABLE]:
+            return False
+        command = " ".join(proc.cmdline())
+        # Ray's daemons, its Python services and its workers ("ray::..."); not the arbiter a
+        # node agent started, which ends on its own once idle.
+        return proc.name() in ("raylet", "gcs_server") or "ray::" in command or "/ray/" in command
+    except psutil.Error:
+        return False
+
+
+OWNER_VARIABLE = "HEARTH_CLUSTER_OWNER"
+"""Hearth's config folder, in the environment of the Ray processes it starts: what ``stop`` ends."""
+STOP_GRACE_S = 10.0
+"""How long Ray's processes get to exit on SIGTERM (as ``ray stop`` gives them) before SIGKILL."""
 
 CONNECT_ATTEMPTS = 10
 """GCS connect attempts when joining a cluster (about a second each, longer when refused)."""
