@@ -282,7 +282,8 @@ class SoakDriver:
         try:
             self.wait_until(self._workers_ready, "the workers to start")
             n = 0
-            while time.monotonic() - self.started < self.report.seconds or n < self.warm_up_cycles + 1:
+            # However slow the machine: two cycles after the warm-up, the fewest a trend is read from.
+            while time.monotonic() - self.started < self.report.seconds or n < self.warm_up_cycles + 2:
                 for action in (self.chat, self.image, self.brushes, self.video, self.music):
                     elapsed = time.monotonic() - self.started
                     print(f"soak {elapsed:6.0f} s: cycle {n} {action.__name__}", file=sys.stderr, flush=True)
