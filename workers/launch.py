@@ -13,8 +13,10 @@ is now. Otherwise, or with ``HEARTH_WORKER_START=spawn``, or where the platform 
 forkserver, the worker is spawned as before. The same ``worker_main`` runs either way.
 
 Nothing preloaded may touch a GPU: a CUDA driver initialised before a fork is unusable in the
-child. torch, diffusers and transformers do not at import time (``tests/test_worker_start.py``
-checks it), and llama.cpp, whose CUDA build loads the CUDA runtime, is left to the chat worker.
+child. torch, diffusers and transformers do not at import time, bitsandbytes does and is replaced
+by a stand-in there (``workers.warm_start``), and ``tests/test_worker_start.py`` checks that no
+preload asks torch about CUDA. llama.cpp, whose CUDA build loads the CUDA runtime, is left to the
+chat worker.
 """
 
 from __future__ import annotations
