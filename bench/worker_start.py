@@ -7,6 +7,7 @@ pays its own first import; the restarts after a SIGKILL are what a crash costs t
 
     python bench/worker_start.py            # the image worker, 3 restarts
     python bench/worker_start.py --kind chat --restarts 5
+    python bench/worker_start.py --quick    # one restart
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", default="image", choices=["image", "chat", "video", "music"])
     parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one restart (make bench-quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.restarts = 1
     forked = run_variant(args.kind, args.restarts, "forkserver")
     spawned = run_variant(args.kind, args.restarts, "spawn")
     emit(
