@@ -171,9 +171,8 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(
-        key=lambda item: not item.nodeid.startswith(LONGEST_FIRST)
-    )  # stable: the rest keep their order
+    # A stable sort: the longest first, the rest in their order.
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which a plain `pytest` may lack

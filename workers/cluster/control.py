@@ -30,6 +30,10 @@ TOKEN_FILE = "cluster-token"
 DEFAULT_PORT = 6379
 HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
 RAY_COMMAND_TIMEOUT_S = 180
+OWNER_VARIABLE = "HEARTH_CLUSTER_OWNER"
+"""Hearth's config folder, in the environment of the Ray processes it starts: what ``stop`` ends."""
+STOP_GRACE_S = 10.0
+"""How long Ray's processes get to exit on SIGTERM (as ``ray stop`` gives them) before SIGKILL."""
 
 
 class ClusterError(HearthError):
@@ -198,11 +202,6 @@ def _started_by_this_hearth(proc) -> bool:
     except psutil.Error:
         return False
 
-
-OWNER_VARIABLE = "HEARTH_CLUSTER_OWNER"
-"""Hearth's config folder, in the environment of the Ray processes it starts: what ``stop`` ends."""
-STOP_GRACE_S = 10.0
-"""How long Ray's processes get to exit on SIGTERM (as ``ray stop`` gives them) before SIGKILL."""
 
 CONNECT_ATTEMPTS = 10
 """GCS connect attempts when joining a cluster (about a second each, longer when refused)."""
