@@ -458,3 +458,21 @@ def test_device_choice_from_environment():
     assert isinstance(host, HostMemoryDevice) and host.total() > 0 and "host memory" in host.describe()
     with pytest.raises(ValueError, match="HEARTH_ARBITER_DEVICE"):
         device_from_env("tpu")
+
+
+def test_a_slow_stepping_holder_gets_two_of_its_steps_to_answer_a_revoke(clock):
+    """A 20 s video step cannot reach a step boundary in the default 5 s: killing it there would
+    lose a healthy render, so its deadline covers two of the steps it declared."""
+    ledger, _ = make(clock)
+    join(ledger, "video", 42)
+    join(ledger, "chat", 43)
+    slow = Tier(name="full", bytes=7 * GiB, est_step_s=20.0)
+    request = Request(request_id="slow", job="video render", priority=Priority.background, tiers=(slow,))
+    [video] = messages(ledger.handle("video", request), Granted)
+    _, sends = ask(ledger, "chat", "chat", Priority.interactive, 4)
+    [revoke] = messages(sends + ledger.tick(), Revoke)
+    assert revoke.lease_id == video.lease_id and revoke.deadline_s == 40.0
+    clock.advance(39)
+    assert ledger.overdue() == []
+    clock.advance(1.1)
+    assert [late.pid for late in ledger.overdue()] == [42]

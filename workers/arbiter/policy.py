@@ -51,6 +51,9 @@ log = logging.getLogger("workers.arbiter.ledger")
 STREAM_TARGET_SHARE = 0.75
 """Throttling aims a streaming chat at this share of the 0.2 s per-token target: a safety margin."""
 
+STEPS_TO_ANSWER_REVOKE = 2.0
+"""A revoked holder gets at least this many of its declared steps before it is killed."""
+
 _Plan = dict[str, tuple[LeaseRecord, Tier | None, str]]
 """lease id -> (lease, leaner tier or None to unload, why)."""
 
@@ -333,7 +336,9 @@ class SchedulingPolicy:
         return now - lease.idle_since >= keep
 
     def _order_revoke(self, lease: LeaseRecord, target: int, tier: str, reason: str) -> Send:
-        deadline_s = self.ledger.revoke_deadline_s
+        # A holder answers at its next step boundary, up to a whole step away: a deadline shorter
+        # than its declared step would kill a healthy worker, so the slowest get two steps.
+        deadline_s = max(self.ledger.revoke_deadline_s, STEPS_TO_ANSWER_REVOKE * lease.step_s())
         lease.revoke = RevokeOrder(
             target_bytes=target, deadline=self.ledger.clock() + deadline_s, reason=reason
         )
