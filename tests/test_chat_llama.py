@@ -4,15 +4,13 @@ refused files, and the command line answering from the embedded GGUF without con
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from models.chat import embedded_gguf_path, embedded_run_path, save_tiny_chat_model
 from models.chat_memory import GGUFPlan, gguf_context, gguf_plans, read_gguf_footprint
+from tests.cli_inprocess import hearth_in_process
 from tests.test_chat_job import (
     Grants,
     Wire,
@@ -433,15 +431,9 @@ def test_hearth_run_chat_answers_paris_from_the_embedded_gguf_without_safetensor
     nothing becomes a transformers folder. (Sampled at the default 0.7, a 135M model's answer is
     the seed's luck: seed 0 happens not to say Paris.)"""
     models = tmp_path / "models"
-    env = {**os.environ, "HEARTH_MODELS_DIR": str(models), "HEARTH_LLAMA_THREADS": "1"}
-    command = [sys.executable, "-m", "app", "run", "chat", "--prompt", "What is the capital of France?"]
-    proc = subprocess.run(
-        [*command, "--temperature", "0", "--max-new-tokens", "24"],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        env=env,
-    )
+    env = {"HEARTH_MODELS_DIR": str(models), "HEARTH_LLAMA_THREADS": "1"}
+    command = ["run", "chat", "--prompt", "What is the capital of France?"]
+    proc = hearth_in_process(*command, "--temperature", "0", "--max-new-tokens", "24", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Paris" in proc.stdout
     assert "Preparing SmolLM2-135M-Instruct.Q8_0-QK-F16.gguf" in proc.stderr  # the user sees why it waits

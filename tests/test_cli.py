@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from app.cli import main
+from tests.cli_inprocess import hearth_in_process
 
 
 @pytest.mark.parametrize(
@@ -43,24 +41,7 @@ def test_unwritable_output_path_is_refused(tmp_path, capsys, make_out, problem):
 
 def test_run_image_writes_the_png_and_prints_its_path(tmp_path):
     out = tmp_path / "cli.png"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app",
-            "run",
-            "image",
-            "--prompt",
-            "a red apple",
-            "--steps",
-            "4",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = hearth_in_process("run", "image", "--prompt", "a red apple", "--steps", "4", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "4/4" in proc.stderr  # the progress bar reached the last step

@@ -10,14 +10,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from app.cli import main
-from tests.cli_process import ROOT
+from tests.cli_inprocess import hearth_in_process
 from workers.arbiter.address import arbiter_running, running_pid
 from workers.brushes.project_io import read_project
 from workers.protocol import BRUSH_MERGE_STEPS, BrushBaseRequest, BrushLayer
@@ -29,14 +28,7 @@ SIZE = default_of(BrushBaseRequest, "width")  # the protocol's default, not ours
 
 
 def hearth(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "app", "run", "brush", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    return hearth_in_process("run", "brush", *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +38,6 @@ def first_run(tmp_path_factory):
     folders = {var: root / "hearth" / var.lower() for var in ("DATA", "CONFIG", "RUNTIME", "LOG")}
     env = {f"HEARTH_{var}_DIR": str(path) for var, path in folders.items()}
     env |= {"HEARTH_ARBITER_DEVICE": "sim:8GiB", "HEARTH_ARBITER_SOCKET": str(folders["RUNTIME"] / "a.sock")}
-    env = dict(os.environ, **env)
     project = root / "apple.hearth"
     assert not (root / "hearth").exists()
     result = hearth("--new", PROMPT, "--project", str(project), "--steps", str(STEPS), env=env)

@@ -129,15 +129,9 @@ def test_sigint_to_the_cli_alone_cancels(kind, phase, start, out):
     children = worker_children(cli)
     cli.signal(signal.SIGINT, group=False)
     assert_clean_cancel(cli, children, out)
-
-
-def test_a_cancelled_image_writes_no_file(start, out):
-    cli = start(long_job("image", out))
-    cli.wait_for(STEP_DONE)
-    cli.signal(signal.SIGINT)
-    assert cli.finish() == INTERRUPTED
-    assert "cancelled at step" in cli.stderr
-    assert list(out.iterdir()) == []
+    if kind == "image":  # a half-drawn image is worth nothing: no file, and the step it reached
+        assert "cancelled at step" in cli.stderr
+        assert list(out.iterdir()) == []
 
 
 def test_a_cancelled_music_job_keeps_its_finished_windows(start, out):
@@ -187,7 +181,7 @@ def test_second_ctrl_c_stops_at_once_and_leaves_nothing_half_written(start, out,
 
 
 def test_sighup_to_the_group_cancels(start, out):
-    cli = start(long_job("image", out))
+    cli = start(long_job("music", out))  # any kind: the lightest to start
     cli.wait_for(STEP_DONE)
     children = worker_children(cli)
     cli.signal(signal.SIGHUP, group=True)
@@ -197,7 +191,7 @@ def test_sighup_to_the_group_cancels(start, out):
 def test_sigterm_to_the_group_cancels(start, out):
     """SIGTERM to every process (a session ending): the workers stop on their own, the job ends
     cancelled, not as a crashed worker."""
-    cli = start(long_job("image", out))
+    cli = start(long_job("music", out))  # any kind: the lightest to start
     cli.wait_for(STEP_DONE)
     children = worker_children(cli)
     cli.signal(signal.SIGTERM, group=True)

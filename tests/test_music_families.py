@@ -6,9 +6,10 @@ reach each engine the way it can take them."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
+
+from tests.cli_inprocess import hearth_in_process
 
 pytest.importorskip("torch")
 
@@ -41,16 +42,7 @@ def stereo_folder(tmp_path_factory):
 
 
 def _hearth(*args: str) -> subprocess.CompletedProcess:
-    from tests.cli_process import ROOT, hearth_env
-
-    return subprocess.run(
-        [sys.executable, "-m", "app", "run", "music", *args],
-        cwd=ROOT,
-        env=hearth_env(),
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
+    return hearth_in_process("run", "music", *args, env={"HEARTH_ARBITER_DEVICE": "sim:8GiB"})
 
 
 def test_stable_audio_loads_as_its_own_engine_with_its_limit(stable_audio_folder):

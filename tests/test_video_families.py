@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 
 import pytest
+
+from tests.cli_inprocess import hearth_in_process
 
 torch = pytest.importorskip("torch")
 
@@ -121,16 +122,7 @@ def test_wan22_runs_both_transformers_on_their_side_of_the_boundary(saved):
 
 
 def _hearth(*args: str) -> subprocess.CompletedProcess:
-    from tests.cli_process import ROOT, hearth_env
-
-    return subprocess.run(
-        [sys.executable, "-m", "app", "run", "video", *args],
-        cwd=ROOT,
-        env=hearth_env(),
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
+    return hearth_in_process("run", "video", *args, env={"HEARTH_ARBITER_DEVICE": "sim:8GiB"})
 
 
 @pytest.fixture(scope="module")
