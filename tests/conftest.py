@@ -28,6 +28,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # in the workers the tests start, spin while waiting and starve the other run's; sleeping ones
 # made two copies of the supervisor and video tests take 31 s instead of 192 s on 2 CPUs.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Each test process runs several workers at once: torch's default of one thread per core in every
+# one of them oversubscribes a small machine. One thread each: make test 339 s instead of 391 s on
+# 2 CPUs. (The tests check behaviour, which does not depend on the thread count.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Hundreds of processes (CLI runs, workers) start in a run: let them keep the compiled modules
 # rather than compile Hearth's own sources again in each (a machine may set this globally).
