@@ -29,7 +29,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # made two copies of the supervisor and video tests take 31 s instead of 192 s on 2 CPUs.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Each test process runs several workers at once: torch's default of one thread per core in every
-# one of them oversubscribes a small machine. One thread each: the suite ran 339 s instead of 391 s on
+# one of them oversubscribes a small machine. One thread each: the suite ran 339 s, not 391 s, on
 # 2 CPUs. (The tests check behaviour, which does not depend on the thread count.)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
