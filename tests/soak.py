@@ -55,15 +55,19 @@ class SoakReport:
     warm_up_s: float = 0.0
 
     def trend(self, process: str) -> dict[str, float]:
-        """RSS and fds at warm-up end and at the end, and the RSS slope after warm-up (MB/min)."""
+        """RSS and fds at warm-up end and at the end, and the RSS slope after warm-up (MB/min).
+
+        The slope is read between cycles, with every job done: a leak is what a process keeps
+        once its work is over; a sample taken mid-render also holds that render's activations."""
         rows = [s for s in self.samples if s.process == process and s.t >= self.warm_up_s]
         idle = [s for s in rows if s.idle]
         if len(rows) < 2 or len(idle) < 2:
             return {}
         return {
-            "rss_mb_after_warm_up": rows[0].rss_mb,
-            "rss_mb_end": rows[-1].rss_mb,
-            "rss_slope_mb_per_min": _slope([s.t for s in rows], [s.rss_mb for s in rows]) * 60,
+            "rss_mb_after_warm_up": idle[0].rss_mb,
+            "rss_mb_end": idle[-1].rss_mb,
+            "rss_mb_max_busy": max(s.rss_mb for s in rows),
+            "rss_slope_mb_per_min": _slope([s.t for s in idle], [s.rss_mb for s in idle]) * 60,
             "fds_after_warm_up": idle[0].fds,
             "fds_end": idle[-1].fds,
             "fds_max": max(s.fds for s in idle),
