@@ -5,7 +5,6 @@ against its leases at every step and never ran beyond them."""
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 
@@ -69,24 +68,20 @@ def four_apps(isolated_hearth_env, tmp_path_factory):
     from models.chat import save_tiny_chat_model
 
     chat_model = save_tiny_chat_model(tmp_path_factory.mktemp("four-apps") / "chat", seed=0)
-    saved = {var: os.environ.get(var) for var in ("HEARTH_ARBITER_DEVICE", "HEARTH_ARBITER_REVOKE_DEADLINE")}
-    os.environ["HEARTH_ARBITER_DEVICE"] = DEVICE  # spawned workers, and the arbiter they start, inherit it
-    # On a loaded 2-core machine one step of the demo video can outlast the 5 s a person's arbiter
-    # allows; this test is about sharing memory, and the kill at the deadline has its own tests.
-    os.environ["HEARTH_ARBITER_REVOKE_DEADLINE"] = str(REVOKE_DEADLINE_S)
     recorder = Recorder()
-    supervisor = Supervisor(listener=recorder, restore_queue=False)
-    supervisor.start()
-    try:
-        assert supervisor.wait_ready(timeout=300), "a worker did not start"
-        yield supervisor, recorder, chat_model
-    finally:
-        supervisor.shutdown()
-        for var, value in saved.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+    with pytest.MonkeyPatch.context() as patch:
+        # Spawned workers, and the arbiter they start, inherit these.
+        patch.setenv("HEARTH_ARBITER_DEVICE", DEVICE)
+        # On a loaded 2-core machine one step of the demo video can outlast the 5 s a person's
+        # arbiter allows; this test is about sharing memory, the kill at the deadline has its own.
+        patch.setenv("HEARTH_ARBITER_REVOKE_DEADLINE", str(REVOKE_DEADLINE_S))
+        supervisor = Supervisor(listener=recorder, restore_queue=False)
+        supervisor.start()
+        try:
+            assert supervisor.wait_ready(timeout=300), "a worker did not start"
+            yield supervisor, recorder, chat_model
+        finally:
+            supervisor.shutdown()
 
 
 def _layer() -> BrushLayer:
