@@ -43,7 +43,7 @@ SD_PIPELINE = "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion"  
 LIBRARIES: Mapping[WorkerKind, tuple[str, ...]] = {
     WorkerKind.image: ("torch", "diffusers", SD_PIPELINE),
     WorkerKind.video: ("torch", "diffusers", SD_PIPELINE),
-    WorkerKind.chat: ("torch", "transformers", "transformers.models.auto.modeling_auto"),
+    WorkerKind.chat: (),  # llama.cpp in the worker (see above); transformers on a job's first use
     WorkerKind.music: ("torch", "transformers", "transformers.models.musicgen.modeling_musicgen"),
 }
 """What each kind of worker imports before it says Hello (its ``warm_up`` imports them too, at no
