@@ -58,15 +58,33 @@ def _hearth_env(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_models_dir(tmp_path_factory):
-    """Demo models are deterministic: build them once per session, not once per test."""
-    path = tmp_path_factory.mktemp("models")
+    """Demo models are deterministic: build them once per run, not once per test. The test
+    processes of one run share the folder (pytest-xdist gives each its own base temp under one
+    folder); every build and conversion in it holds a lock, as two workers of the app do."""
+    base = tmp_path_factory.getbasetemp()
+    path = base.parent / "models" if os.environ.get("PYTEST_XDIST_WORKER") else base / "models"
+    path.mkdir(exist_ok=True)
     os.environ["HEARTH_MODELS_DIR"] = str(path)
     yield path
     _kill_arbiters_under(tmp_path_factory.getbasetemp())
+    _stop_arbiters_started_here()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def forkserver_with_every_kind(shared_models_dir):
+def hub_cache(tmp_path_factory):
+    """An empty Hugging Face cache of the session's own, set before the forkserver imports
+    huggingface_hub (which reads it once, at import): a test that lays a download out in it gets
+    workers forked warm, where a changed ``HF_HUB_CACHE`` would make every worker a fresh spawn."""
+    path = tmp_path_factory.getbasetemp() / "hf-hub"
+    path.mkdir()
+    os.environ["HF_HUB_CACHE"] = str(path)
+    if "huggingface_hub.constants" in sys.modules:  # imported while the tests were collected
+        sys.modules["huggingface_hub.constants"].HF_HUB_CACHE = str(path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def forkserver_with_every_kind(shared_models_dir, hub_cache):
     """The forkserver preloads what the first supervisor's kinds need: here every kind, so that
     workers fork warm whichever test starts the first supervisor."""
     launch.worker_context(tuple(WorkerKind))
@@ -106,6 +124,16 @@ def arbiter_address(isolated_hearth_env) -> Path:
     return Path(os.environ["HEARTH_ARBITER_SOCKET"])
 
 
+def _stop_arbiters_started_here() -> None:
+    """Stop and reap the arbiters this process's clients started (an arbiter outlives its client
+    on purpose; left to the end of the interpreter, each would be warned about as still running)."""
+    for process in client_module._STARTED:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait(timeout=5)
+    client_module._STARTED.clear()
+
+
 def _kill_arbiters_under(root: Path) -> None:
     """Arbiters are started detached on demand; stop the ones this test's folders started."""
     import psutil
@@ -138,11 +166,7 @@ def sock(tmp_path, monkeypatch):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         _wait_for(lambda: not arbiter_running(path), what="the arbiter to stop")
-    for process in client_module._STARTED:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait(timeout=5)
-    client_module._STARTED.clear()
+    _stop_arbiters_started_here()
 
 
 @pytest.fixture
@@ -159,7 +183,7 @@ def clients(sock):
     assert not [t for t in threading.enumerate() if t.name.startswith("arbiter-client")]
 
 
-# -- `make test` runs on two pytest-xdist processes: a module stays in one (its module-scoped
+# -- `make test` runs on three pytest-xdist processes: a module stays in one (its module-scoped
 #    workers and models are built once), except the modules whose tests share nothing; the Ray
 #    cluster tests share one, so that two Ray clusters never start at once on a small machine; and
 #    the longest units start first, so that none of them ends the run alone.

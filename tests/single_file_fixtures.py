@@ -184,13 +184,14 @@ def write_denoiser_file(pipe, path: Path) -> Path:
 
 
 def fake_hub_cache(cache: Path, repo: str, snapshot: Path) -> Path:
-    """``cache`` laid out as huggingface_hub leaves it after downloading ``repo`` (files from ``snapshot``)."""
+    """``repo`` laid out in ``cache`` as huggingface_hub leaves it after a download (files from
+    ``snapshot``); returns the repo's folder."""
     commit = "0" * 40
     folder = cache / ("models--" + repo.replace("/", "--"))
     (folder / "refs").mkdir(parents=True, exist_ok=True)
     (folder / "refs" / "main").write_text(commit)
     shutil.copytree(snapshot, folder / "snapshots" / commit, dirs_exist_ok=True)
-    return cache
+    return folder
 
 
 def _swap_halves(tensor):

@@ -9,14 +9,13 @@ an earlier download leaves it (offline: ``HF_HUB_OFFLINE=1``).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
+from tests.cli_inprocess import hearth_in_process
 from tests.single_file_fixtures import (
     fake_hub_cache,
     write_denoiser_file,
@@ -27,25 +26,30 @@ from tests.single_file_fixtures import (
 PROMPT = "a red apple"
 
 
+BASE_REPOS = {
+    "SDXL": "stabilityai/stable-diffusion-xl-base-1.0",
+    "Flux schnell": "black-forest-labs/FLUX.1-schnell",
+    "SD3.5": "stabilityai/stable-diffusion-3.5-medium",
+    "SD1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+}
+
+
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """Each tiny family saved once: {profile name: folder}, plus a hub cache holding their base repos."""
+def saved(tmp_path_factory, hub_cache):
+    """Each tiny family saved once: {profile name: folder}, and their base repos laid out in the
+    session's hub cache (the one the workers read) for this module's tests only."""
     from models.tiny_image_families import TINY_BUILDERS
 
     root = tmp_path_factory.mktemp("families")
     folders = {}
-    for name in ("SD2", "SDXL", "SD3.5", "Flux schnell", "Flux"):
-        folder = root / name.replace(" ", "-").lower()
+    for name in ("SD2", "SDXL", "SD3.5", "Flux schnell", "Flux", "SD1.5"):
+        folder = root / ("sd15" if name == "SD1.5" else name.replace(" ", "-").lower())
         TINY_BUILDERS[name](seed=0).save_pretrained(folder)
         folders[name] = folder
-    cache = root / "hub"
-    fake_hub_cache(cache, "stabilityai/stable-diffusion-xl-base-1.0", folders["SDXL"])
-    fake_hub_cache(cache, "black-forest-labs/FLUX.1-schnell", folders["Flux schnell"])
-    fake_hub_cache(cache, "stabilityai/stable-diffusion-3.5-medium", folders["SD3.5"])
-    folders["SD1.5"] = root / "sd15"
-    TINY_BUILDERS["SD1.5"](seed=0).save_pretrained(folders["SD1.5"])
-    fake_hub_cache(cache, "stable-diffusion-v1-5/stable-diffusion-v1-5", folders["SD1.5"])
-    return folders, cache
+    laid_out = [fake_hub_cache(hub_cache, repo, folders[name]) for name, repo in BASE_REPOS.items()]
+    yield folders, hub_cache
+    for folder in laid_out:
+        shutil.rmtree(folder)
 
 
 @pytest.fixture
@@ -229,7 +233,7 @@ def test_the_tiers_offered_go_from_resident_to_group_offload(saved):
 
 @pytest.mark.parametrize("which", ["SDXL file", "SD3.5 folder", "Flux schnell file"])
 def test_hearth_run_image_writes_a_png_with_its_parameters_for_each_family(saved, tmp_path, which):
-    folders, cache = saved
+    folders, _ = saved
     if which == "SDXL file":
         from models.image import load_image_pipeline
 
@@ -253,10 +257,7 @@ def test_hearth_run_image_writes_a_png_with_its_parameters_for_each_family(saved
         "--out",
         str(out),
     ]
-    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=600, env=env
-    )
+    proc = hearth_in_process(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     from PIL import Image
