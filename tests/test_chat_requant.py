@@ -67,8 +67,8 @@ def test_the_planned_footprint_is_the_written_files(tiny_gguf, tmp_path):
     assert planned == read_gguf_footprint(out)
 
 
-def test_two_workers_converting_at_once_write_the_file_once(tmp_path):
-    """Two chat workers asked for the embedded model together: one converts, the other waits on the
+def test_two_workers_converting_at_once_write_the_file_once(tiny_gguf, tmp_path):
+    """Two chat workers asked for the same model together: one converts, the other waits on the
     lock and then takes the finished file; nothing half-written is ever there under its name."""
     target = tmp_path / "models" / "smol.Q8_0.gguf"
     said: list[str] = []
@@ -77,7 +77,7 @@ def test_two_workers_converting_at_once_write_the_file_once(tmp_path):
 
     def convert() -> None:
         try:
-            results.append(requantized_once(embedded_gguf_path(), target, "Q8_0", (), said.append))
+            results.append(requantized_once(tiny_gguf, target, "Q8_0", (), said.append))
         except BaseException as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
 

@@ -181,8 +181,8 @@ def test_second_ctrl_c_stops_at_once_and_leaves_nothing_half_written(start, out,
 
 
 def test_sighup_to_the_group_cancels(start, out):
-    cli = start(long_job("music", out))  # any kind: the lightest to start
-    cli.wait_for(STEP_DONE)
+    cli = start(long_job("chat", out))  # any kind: the lightest to start (a GGUF needs no torch)
+    wait_for_phase(cli, "chat", "job")
     children = worker_children(cli)
     cli.signal(signal.SIGHUP, group=True)
     assert_clean_cancel(cli, children, out)
@@ -191,8 +191,8 @@ def test_sighup_to_the_group_cancels(start, out):
 def test_sigterm_to_the_group_cancels(start, out):
     """SIGTERM to every process (a session ending): the workers stop on their own, the job ends
     cancelled, not as a crashed worker."""
-    cli = start(long_job("music", out))  # any kind: the lightest to start
-    cli.wait_for(STEP_DONE)
+    cli = start(long_job("chat", out))  # any kind: the lightest to start
+    wait_for_phase(cli, "chat", "job")
     children = worker_children(cli)
     cli.signal(signal.SIGTERM, group=True)
     assert_clean_cancel(cli, children, out)
@@ -204,7 +204,8 @@ def test_closing_the_terminal_cancels(start, out):
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     try:
-        cli = start(long_job("image", out), stdout=terminal, stderr=terminal, preexec_fn=_take_terminal)
+        # Music: a step bar to wait for on the terminal, and the first window is far from done.
+        cli = start(long_job("music", out), stdout=terminal, stderr=terminal, preexec_fn=_take_terminal)
     finally:
         os.close(terminal)
     output = _read_until(controller, STEP_DONE)
@@ -234,29 +235,32 @@ import sys
 from PySide6.QtCore import QTimer
 
 import app.main
-from workers.protocol import ImageRequest, Progress
+from workers.protocol import ChatMessage, ChatRequest, TextDelta
+
+COUNT = ChatMessage(role="user", content="Count from 1 to 1000, one number per line.")
 
 def submit_a_long_job(window, tab):
     def on_event(event):
-        if isinstance(event, Progress) and event.total:
-            print("hearth-test: step", event.step, file=sys.stderr, flush=True)
+        if isinstance(event, TextDelta):
+            print("hearth-test: token", file=sys.stderr, flush=True)
     window.bridge.event.connect(on_event)
-    QTimer.singleShot(0, lambda: window.bridge.submit(ImageRequest(prompt="a red apple", steps=500)))
+    request = ChatRequest(messages=(COUNT,), max_new_tokens=4000)
+    QTimer.singleShot(0, lambda: window.bridge.submit(request))
 
 if __name__ == "__main__":  # not in the spawned worker, which imports this file too
     app.main._select_tab = submit_a_long_job
-    sys.exit(app.main.main(["--workers", "image"]))
+    sys.exit(app.main.main(["--workers", "chat"]))  # any kind: the lightest to start
 """
 
 
 def test_ctrl_c_closes_the_window_mid_job_and_leaves_no_worker(tmp_path):
-    """The real window with a real image worker: Ctrl-C in its terminal closes it mid-job, and the
-    worker (which ignores the Ctrl-C itself) is stopped with it."""
+    """The real window with a real chat worker: Ctrl-C in its terminal closes it mid-answer, and
+    the worker (which ignores the Ctrl-C itself) is stopped with it."""
     script = tmp_path / "window.py"
     script.write_text(WINDOW_WITH_A_JOB)
     window = HearthProcess([], env=hearth_env(QT_QPA_PLATFORM="offscreen"), script=script)
     try:
-        window.wait_for(r"hearth-test: step [1-9]")
+        window.wait_for(r"hearth-test: token")
         children = worker_children(window)
         window.signal(signal.SIGINT, group=True)
         code = window.finish()
