@@ -8,9 +8,10 @@ TORCH   ?= torch==2.13.0
 # Every other package at the version CI tested (see requirements.lock and `make update-deps`).
 LOCK    ?= requirements.lock
 SOAK_MINUTES ?= 30
-# pytest processes for `make test`: two keep a two-core machine busy while one waits on a worker;
-# each holds its own workers (about 1-2 GiB), so more cores do not mean more of them by default.
-TEST_PROCESSES ?= 2
+# pytest processes for `make test`: three keep a two-core machine busy while some wait on workers
+# (two left it 10% idle: 389-409 s, against 337 s); each holds its own workers (about 1-2 GiB, 6 GiB
+# in all at the peak), so more cores do not mean more of them by default.
+TEST_PROCESSES ?= 3
 
 .PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop \
 	soak update-deps check-system test-fast fuzz setup-cluster
