@@ -81,14 +81,18 @@ def test_a_gguf_estimate_is_its_llama_cpp_footprint_whatever_the_quantization():
     assert footprint.shape == SMOLLM2_135M  # the header and the catalog's shape agree
 
 
-def test_the_embedded_estimate_before_the_conversion_is_the_converted_files(tmp_path, monkeypatch):
+def test_the_embedded_estimate_before_the_conversion_is_the_converted_files(
+    tmp_path, monkeypatch, shared_models_dir
+):
     """On a fresh machine the Memory panel shows the footprint of the file the first answer will
     write, read from the shipped header; after the conversion, from the new file: the same."""
     from models.chat import embedded_gguf_path, embedded_run_path
     from models.chat_memory import embedded_footprint, read_gguf_footprint
 
-    monkeypatch.setenv("HEARTH_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HEARTH_MODELS_DIR", str(tmp_path / "models"))  # a fresh machine's
     planned, label = embedded_footprint(), describe_estimate("smollm2-135m-instruct", "auto")
+    # Converted where this run's first answer converted it (the same code, on another empty folder).
+    monkeypatch.setenv("HEARTH_MODELS_DIR", str(shared_models_dir))
     converted = embedded_run_path()
     assert read_gguf_footprint(converted) == planned
     assert describe_estimate("smollm2-135m-instruct", "auto") == label
