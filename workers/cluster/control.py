@@ -28,7 +28,15 @@ from workers.paths import config_dir
 
 TOKEN_FILE = "cluster-token"
 DEFAULT_PORT = 6379
-HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
+RAY_SYSTEM_CONFIG = {
+    # A lost node is noticed in about two seconds (Ray's defaults take 15 s and more).
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 4,
+    # Ray starts its workers at nice 15; a Hearth worker on a node is the user's render, as on
+    # their own machine: at 15 it got a few percent of a busy machine's CPU, and took three
+    # minutes to import torch where a local worker took ten seconds.
+    "worker_niceness": 0,
+}
 RAY_COMMAND_TIMEOUT_S = 180
 OWNER_VARIABLE = "HEARTH_CLUSTER_OWNER"
 """Hearth's config folder, in the environment of the Ray processes it starts: what ``stop`` ends."""
@@ -124,7 +132,7 @@ def start_head(
             f"--node-ip-address={host}",
             "--include-dashboard=false",
             "--disable-usage-stats",
-            f"--system-config={json.dumps(HEALTH_CHECKS)}",
+            f"--system-config={json.dumps(RAY_SYSTEM_CONFIG)}",
             *_resources(cpus, gpus),
         ],
         {**env, **_owner_environment()},

@@ -18,7 +18,7 @@ from ray.cluster_utils import Cluster
 
 from workers.arbiter.address import socket_path
 from workers.cluster.actors import NAMESPACE
-from workers.cluster.control import HEALTH_CHECKS
+from workers.cluster.control import RAY_SYSTEM_CONFIG
 
 NODE_DIRS = ("HEARTH_DATA_DIR", "HEARTH_RUNTIME_DIR", "HEARTH_LOG_DIR", "HEARTH_CONFIG_DIR")
 
@@ -68,7 +68,7 @@ def simulated_cluster(
             "num_cpus": cpus,
             "include_dashboard": False,
             "env_vars": head_env,
-            "_system_config": HEALTH_CHECKS,
+            "_system_config": RAY_SYSTEM_CONFIG,
         },
     )
     try:
