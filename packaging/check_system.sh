@@ -2,9 +2,10 @@
 # System libraries Hearth's window needs that pip cannot install. Prints what is missing and
 # the Debian/Ubuntu package that provides it; never fails the build (the app still runs: the
 # music and video tabs then offer the system player instead of playing in the window).
+# $1: the folder where `make setup` unpacked libpulse when the system lacked it.
 missing=""
 have() { ldconfig -p 2>/dev/null | grep -q "$1"; }
-have libpulse.so.0 || missing="$missing libpulse0"
+have libpulse.so.0 || [ -e "${1:-/nonexistent}/libpulse.so.0" ] || missing="$missing libpulse0"
 if [ -n "$DISPLAY" ]; then
 	have libxcb-icccm.so.4 || missing="$missing libxcb-icccm4"
 	have libxcb-keysyms.so.1 || missing="$missing libxcb-keysyms1"
