@@ -38,6 +38,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
+# A suite started in the background by a script (`bash .ci/run &`) inherits SIGINT ignored, and so
+# would every command it starts: a `hearth` that never sees the Ctrl-C its test sends. The tests'
+# commands get what a terminal's foreground job gets (exec resets a handler, never an ignore).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 pytest_plugins = ["tests.hygiene"]
 
 # The cluster tests need the optional Ray extra (`make setup-cluster`): without it they are not

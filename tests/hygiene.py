@@ -1,5 +1,7 @@
 """Hygiene checks (a pytest plugin, loaded by conftest): a test fails, naming what leaked, when it
-leaves behind a thread, a child process, a socket or an active QTimer that it started.
+leaves behind a thread, a child process, a socket or an active QTimer that it started, or the
+process's terminal signals changed (blocked or handled otherwise), which every command it starts
+later would inherit: a ``hearth`` started with SIGINT blocked never sees a Ctrl-C.
 
 Each test's check compares what exists after its teardown with what existed before its setup.
 Fixtures of a wider scope are set up before that snapshot (pytest sets up higher scopes first),
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -55,6 +58,7 @@ class Snapshot:
     sockets: frozenset[int]
     timers: frozenset[int]
     supervisors: tuple[weakref.ref, ...]
+    signals: tuple[frozenset[int], tuple[object, ...]]
 
 
 def snapshot() -> Snapshot:
@@ -64,6 +68,7 @@ def snapshot() -> Snapshot:
         sockets=frozenset(_socket_fds().values()),
         timers=frozenset(_active_timers()),
         supervisors=tuple(weakref.ref(s) for s in list(_SUPERVISORS)),
+        signals=_signal_state(),
     )
 
 
@@ -72,7 +77,7 @@ def leftovers(before: Snapshot, test_root: str, settle: float = SETTLE_S) -> lis
     deadline = time.monotonic() + settle
     owners = [s for ref in before.supervisors if (s := ref()) is not None]
     found = _threads(before, deadline) + _processes(before, deadline, owners, test_root)
-    return found + _sockets(before, owners, deadline) + _timers(before)
+    return found + _sockets(before, owners, deadline) + _timers(before) + _signals(before)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -228,6 +233,31 @@ def _describe_socket(fd: int, conn) -> str:
     family = {1: "unix", 2: "inet", 10: "inet6"}.get(int(conn.family), str(conn.family))
     where = f"{conn.laddr or '-'} -> {conn.raddr or '-'}"
     return f"{family} socket fd {fd} ({conn.status or 'no state'}, {where})"
+
+
+# -- terminal signals: this thread's blocked mask and the handlers (children inherit both)
+
+WATCHED_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+
+
+def _signal_state() -> tuple[frozenset[int], tuple[object, ...]]:
+    blocked = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    return blocked, tuple(signal.getsignal(signum) for signum in WATCHED_SIGNALS)
+
+
+def _signals(before: Snapshot) -> list[str]:
+    (blocked_before, handlers_before), (blocked, handlers) = before.signals, _signal_state()
+    found = [f"{signal.Signals(s).name} blocked" for s in sorted(blocked - blocked_before)]
+    found += [f"{signal.Signals(s).name} unblocked" for s in sorted(blocked_before - blocked)]
+    for signum, old, new in zip(WATCHED_SIGNALS, handlers_before, handlers, strict=True):
+        if old != new:
+            found.append(f"{signal.Signals(signum).name} handled by {new!r}, not {old!r}")
+    if found:  # put back, so the next tests (and the commands they start) are not blamed for it
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked_before)
+        for signum, old in zip(WATCHED_SIGNALS, handlers_before, strict=True):
+            if old is not None:
+                signal.signal(signum, old)
+    return found
 
 
 # -- Qt timers: an active QTimer on the application or on any widget (Qt tests only)

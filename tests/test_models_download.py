@@ -132,7 +132,7 @@ def test_ctrl_c_or_a_closed_terminal_cancels_cleanly_and_keeps_what_was_fetched(
     try:
         assert hub.stalled.wait(120), process.stderr
         process.signal(signum)
-        assert process.finish() == 130
+        assert process.finish() == 130, process.stderr
     finally:
         process.kill()
     assert "hearth: cancelled; " in process.stderr and " kept: " in process.stderr
