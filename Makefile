@@ -106,8 +106,10 @@ package: $(STAMP)
 package-test: package
 	bash packaging/test_bundle.sh
 
+# From a checkout, the launcher carries the unpacked libpulse's folder as `make run` does.
 install-desktop:
 	@exe="$(CURDIR)/dist/Hearth/Hearth"; [ -x "$$exe" ] || exe="$(CURDIR)/$(VENV)/bin/hearth"; \
+	case "$$exe" in */bin/hearth) [ -d "$(SYSLIBS)" ] && exe="env LD_LIBRARY_PATH=$(abspath $(SYSLIBS)) $$exe";; esac; \
 	mkdir -p "$(APPS_DIR)" "$(ICONS_DIR)"; \
 	sed "s|@EXEC@|$$exe|" resources/hearth.desktop > "$(APPS_DIR)/hearth.desktop"; \
 	cp resources/hearth.svg "$(ICONS_DIR)/hearth.svg"; \
